@@ -1,0 +1,43 @@
+# `make bench` and `make test` work on a fresh Linux machine: they create venv/ from requirements.txt,
+# install the Debian packages optional features need (when run as root), then run.
+PYTHON ?= python3
+VENV := venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := libjemalloc2 libtcmalloc-minimal4 numactl
+
+.PHONY: bench test lint format sysdeps clean
+
+bench: $(STAMP) sysdeps
+	$(PY) bench.py
+
+test: $(STAMP) sysdeps lint
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# Optional features (jemalloc/tcmalloc allocators, numactl) report themselves unavailable without
+# these packages, so a failed install is a warning, not an error.
+sysdeps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "note: optional Debian packages missing:$$missing (install them as root to enable those features)"; exit 0; fi; \
+	echo "installing Debian packages:$$missing"; \
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+		|| echo "warning: could not install$$missing; features that need them will be reported unavailable"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,232 @@
+"""One dataclass for every knob of a trial, validated once at the edge.
+
+Field names are the canonical keys of ../shared/MISSION.md: the same names are used on the
+command line (`bench.py trial width=512`), in plan files and as Parquet columns.
+`None` means "auto": model-level autos (head_dim, kv_heads, timing protocol) are resolved by
+`validate()`, machine-level autos (threads) by the worker's launcher on the node that runs it,
+so one config means "all cores" on every host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, fields
+
+DEFAULT_DATASET = "ThomasTheMaker/Arc-Corpus-sample"
+CHOICES = {
+    "framework": ("torch",),
+    "activation": ("gelu", "relu", "silu"),
+    "attention": ("full", "local", "sliding"),
+    "attn_backend": ("manual", "sdpa"),
+    "precision": ("fp32", "bf16", "mixed"),
+    "compile": ("eager", "inductor"),
+    "pinning": ("none", "compact", "spread"),
+    "allocator": ("default", "jemalloc", "tcmalloc"),
+}
+# Named in the spec, accepted by the parser, but not implemented yet: a clear error, not a crash.
+NOT_SUPPORTED_YET = {
+    "framework": ("jax", "numpy"),
+    "precision": ("q8", "q4", "bitnet"),
+}
+# Knobs that change how a trial is run or kept, not what it measures: left out of config_key.
+NOT_IN_KEY = ("timeout_s", "memory_cap_mb", "save_model")
+
+
+class ConfigError(ValueError):
+    """A user-caused problem with a trial configuration; the message names key, value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    framework: str = "torch"
+    # model
+    depth: int = 4
+    width: int = 256
+    heads: int = 4
+    head_dim: int | None = None  # auto: width // heads
+    kv_heads: int | None = None  # auto: heads (plain multi-head attention)
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    activation: str = "gelu"
+    attention: str = "full"
+    window: int = 128
+    attn_backend: str = "sdpa"
+    vocab_size: int = 8192
+    # training
+    seq_len: int = 256
+    batch_size: int = 1
+    grad_accum: int = 1
+    precision: str = "fp32"
+    compile: str = "eager"
+    learning_rate: float = 1e-3
+    seed: int = 0
+    dataset: str = DEFAULT_DATASET  # a Hugging Face dataset name or a local .txt/.json/.jsonl/.parquet/.csv file
+    # system
+    threads: int | None = None  # auto: every core the trial may use
+    interop_threads: int = 1
+    pinning: str = "compact"
+    allocator: str = "default"
+    # timing protocol
+    warmup_steps: int | None = None  # auto: 2 eager, 3 compiled
+    measure_steps: int | None = None  # auto: 10
+    measure_seconds: float | None = None  # auto: 60 s budget, whichever of steps/seconds ends first
+    # running and keeping
+    timeout_s: float = 600.0
+    memory_cap_mb: int | None = None  # auto: 90% of the node's memory
+    save_model: bool = False
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def attn_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(round(self.mlp_ratio * self.width))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> TrialConfig:
+        return dataclasses.replace(self, **changes)
+
+    def config_key(self) -> str:
+        """Stable hash of what the trial measures (autos that depend on the node stay 'auto')."""
+        ident = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY}
+        blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}
+
+
+def _coerce(key: str, raw):
+    """Turn a command-line or YAML value into the field's type, or raise ConfigError."""
+    kind = FIELD_TYPES[key].replace(" | None", "")
+    if raw is None or (isinstance(raw, str) and raw.lower() in ("auto", "none", "")):
+        if "None" in FIELD_TYPES[key]:
+            return None
+        raise ConfigError(f"{key}: 'auto' is not allowed here; give a {kind}")
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={raw!r} is not a valid {kind}") from None
+
+
+def build_config(values: dict) -> TrialConfig:
+    """Build and validate a config from a mapping of canonical keys (unknown keys are an error)."""
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        known = ", ".join(FIELD_TYPES)
+        raise ConfigError(f"unknown key {unknown[0]!r} (known keys: {known})")
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    return validate(TrialConfig(**coerced))
+
+
+def parse_assignments(items: list[str]) -> dict:
+    """['width=512', 'attention=local'] -> {'width': '512', 'attention': 'local'}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _check_choice(cfg: TrialConfig, key: str) -> None:
+    value = getattr(cfg, key)
+    if value in CHOICES[key]:
+        return
+    if value in NOT_SUPPORTED_YET.get(key, ()):
+        raise ConfigError(f"{key}={value!r} is not supported yet (supported now: {', '.join(CHOICES[key])})")
+    allowed = ", ".join(CHOICES[key] + NOT_SUPPORTED_YET.get(key, ()))
+    raise ConfigError(f"unknown {key} {value!r} ({allowed})")
+
+
+def _check_range(key: str, value, low, high=math.inf) -> None:
+    if not (low <= value <= high):
+        bound = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+        raise ConfigError(f"{key}={value} must be {bound}")
+
+
+def validate(cfg: TrialConfig) -> TrialConfig:
+    """Check every knob and resolve model-level autos; returns the resolved config."""
+    for key in CHOICES:
+        _check_choice(cfg, key)
+    for key in ("depth", "width", "heads", "seq_len", "batch_size", "grad_accum", "interop_threads"):
+        _check_range(key, getattr(cfg, key), 1)
+    _check_range("vocab_size", cfg.vocab_size, 256, 2**20)
+    _check_range("mlp_ratio", cfg.mlp_ratio, 0.25, 16)
+    _check_range("dropout", cfg.dropout, 0.0, 0.9)
+    _check_range("learning_rate", cfg.learning_rate, 1e-7, 1.0)
+    _check_range("seed", cfg.seed, 0)
+    _check_range("timeout_s", cfg.timeout_s, 1.0)
+
+    head_dim = cfg.head_dim
+    if head_dim is None:
+        if cfg.width % cfg.heads:
+            raise ConfigError(
+                f"heads={cfg.heads} must divide width={cfg.width} when head_dim is auto (or set head_dim)"
+            )
+        head_dim = cfg.width // cfg.heads
+    _check_range("head_dim", head_dim, 1)
+    kv_heads = cfg.heads if cfg.kv_heads is None else cfg.kv_heads
+    _check_range("kv_heads", kv_heads, 1)
+    if cfg.heads % kv_heads:
+        raise ConfigError(f"kv_heads={kv_heads} must divide heads={cfg.heads}")
+
+    if cfg.attention != "full":
+        _check_range("window", cfg.window, 1)
+        if cfg.window > cfg.seq_len:
+            raise ConfigError(f"window={cfg.window} exceeds seq_len={cfg.seq_len}")
+        if cfg.attention == "local" and cfg.seq_len % cfg.window:
+            raise ConfigError(
+                f"attention=local splits the sequence into blocks: window={cfg.window} must divide seq_len={cfg.seq_len}"
+            )
+    if cfg.threads is not None:
+        _check_range("threads", cfg.threads, 1)
+    if cfg.memory_cap_mb is not None:
+        _check_range("memory_cap_mb", cfg.memory_cap_mb, 64)
+
+    compiled = cfg.compile != "eager"
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else (3 if compiled else 2)
+    measure = cfg.measure_steps if cfg.measure_steps is not None else 10
+    seconds = cfg.measure_seconds if cfg.measure_seconds is not None else 60.0
+    _check_range("warmup_steps", warmup, 0)
+    _check_range("measure_steps", measure, 1)
+    _check_range("measure_seconds", seconds, 0.0)
+    return cfg.replace(
+        head_dim=head_dim, kv_heads=kv_heads, warmup_steps=warmup, measure_steps=measure, measure_seconds=seconds
+    )

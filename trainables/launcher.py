@@ -1,0 +1,222 @@
+"""The parent side of a trial: build the worker's environment, start it, watch it, never time it.
+
+Threads, OpenMP binding and the allocator must be in place before torch loads, so each trial is a
+fresh `python -m trainables.worker` process whose environment is built here from the config. A
+worker that crashes, is killed, runs past its timeout or over its memory cap becomes a result
+with status failed/timeout and the reason; nothing here raises because a trial went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from hwctl.allocator import find_allocator, missing_reason
+from hwctl.cores import format_cpu_list, select_cpus
+from trainables.config import TrialConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+OUTPUT_DIR = REPO_ROOT / "output"
+WORKER_ARGV = ("-m", "trainables.worker")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# inherited variables that change how the numeric libraries behave: recorded with every result
+RECORDED_PREFIXES = (
+    "OMP_",
+    "GOMP_",
+    "KMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "DNNL_",
+    "ONEDNN_",
+    "ATEN_",
+    "TORCH",
+    "MALLOC_",
+    "LD_PRELOAD",
+)
+STDERR_TAIL_CHARS = 2000
+TERMINATE_GRACE_S = 5.0
+
+
+class Unsupported(Exception):
+    """The node cannot honour a value of the config (too many threads, a missing allocator)."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def resolve_resources(cfg: TrialConfig, allowed_cpus: set[int]) -> tuple[int, list[int] | None]:
+    """(threads, the cpus to pin to or None) for this node."""
+    threads = cfg.threads if cfg.threads is not None else len(allowed_cpus)
+    if threads > len(allowed_cpus):
+        raise Unsupported(f"threads={threads} exceeds the {len(allowed_cpus)} cores available to this trial")
+    if cfg.pinning == "none":
+        return threads, None
+    return threads, select_cpus(threads, cfg.pinning, allowed=allowed_cpus)
+
+
+def build_worker_env(cfg: TrialConfig, threads: int, cpus: list[int] | None, base_env: dict) -> dict[str, str]:
+    env = {k: v for k, v in base_env.items() if k not in ("OMP_PROC_BIND", "OMP_PLACES", "LD_PRELOAD")}
+    for name in THREAD_VARIABLES:
+        env[name] = str(threads)
+    if cpus is not None:
+        # one OpenMP place per chosen core, threads bound to them in order
+        env["OMP_PLACES"] = ",".join(f"{{{c}}}" for c in cpus)
+        env["OMP_PROC_BIND"] = "spread" if cfg.pinning == "spread" else "close"
+    if cfg.allocator != "default":
+        library = find_allocator(cfg.allocator)
+        if library is None:
+            raise Unsupported(missing_reason(cfg.allocator))
+        env["LD_PRELOAD"] = library
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), base_env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def recorded_env(env: dict) -> dict[str, str]:
+    return {k: v for k, v in sorted(env.items()) if k.startswith(RECORDED_PREFIXES)}
+
+
+def base_row(cfg: TrialConfig, config_key: str) -> dict:
+    return cfg.to_dict() | {
+        "config_key": config_key,
+        "status": None,
+        "error": None,
+        "host": socket.gethostname(),
+        "started_at": now_iso(),
+    }
+
+
+def run_trial(
+    cfg: TrialConfig,
+    *,
+    data_dir: Path = DATA_DIR,
+    output_dir: Path = OUTPUT_DIR,
+    allowed_cpus: set[int] | None = None,
+    worker_argv: tuple[str, ...] = WORKER_ARGV,
+    poll_s: float = 0.25,
+) -> dict:
+    """Run one validated config in a fresh worker process and return its flat result row."""
+    row = base_row(cfg, cfg.config_key())
+    allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
+    try:
+        threads, cpus = resolve_resources(cfg, allowed)
+        env = build_worker_env(cfg, threads, cpus, dict(os.environ))
+    except Unsupported as exc:
+        return row | {"status": "unsupported", "error": str(exc), "finished_at": now_iso()}
+    memory_cap_mb = cfg.memory_cap_mb or int(psutil.virtual_memory().total / 2**20 * 0.9)
+    row |= {
+        "threads": threads,
+        "affinity": format_cpu_list(cpus) if cpus is not None else None,
+        "memory_cap_mb": memory_cap_mb,
+        "env": json.dumps(recorded_env(env)),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp:
+        payload_path, result_path = Path(tmp) / "payload.json", Path(tmp) / "result.json"
+        payload = {
+            "config": cfg.to_dict() | {"threads": threads},
+            "config_key": row["config_key"],
+            "cpus": cpus,
+            "data_dir": str(data_dir),
+            "output_dir": str(output_dir),
+            "spawned_at": time.time(),
+        }
+        payload_path.write_text(json.dumps(payload))
+        stderr_path = Path(tmp) / "stderr.txt"
+        with open(stderr_path, "wb") as stderr:
+            outcome = _watch(
+                [sys.executable, *worker_argv, str(payload_path), str(result_path)],
+                env,
+                stderr,
+                cfg.timeout_s,
+                memory_cap_mb,
+                poll_s,
+            )
+        tail = stderr_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
+        worker_result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    row |= worker_result
+    row |= {"exit_code": outcome["exit_code"], "finished_at": now_iso(), "wall_s": outcome["wall_s"]}
+    if outcome["reason"] is not None:  # killed by us: that reason wins over anything the worker wrote
+        row |= {"status": outcome["status"], "error": outcome["reason"]}
+    elif outcome["exit_code"] != 0 and row.get("status") != "failed":
+        row |= {"status": "failed", "error": f"worker {describe_exit(outcome['exit_code'])}"}
+    if row["status"] != "ok" and tail.strip():
+        row["stderr_tail"] = tail
+    return row
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by signal {signal.Signals(-code).name}"
+    return f"exited with code {code} without a result"
+
+
+def _tree_rss_mb(proc: psutil.Process) -> float:
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def _watch(argv, env, stderr, timeout_s, memory_cap_mb, poll_s) -> dict:
+    """Wait for the worker; kill it (and its children) past the timeout or the memory cap."""
+    started = time.perf_counter()
+    popen = subprocess.Popen(
+        argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True
+    )
+    proc = psutil.Process(popen.pid)
+    status = reason = None
+    try:
+        while True:
+            try:
+                popen.wait(timeout=poll_s)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            elapsed = time.perf_counter() - started
+            rss = _tree_rss_mb(proc)
+            if elapsed > timeout_s:
+                status, reason = "timeout", f"timeout: still running after {timeout_s:g} s, killed"
+            elif rss > memory_cap_mb:
+                status, reason = (
+                    "failed",
+                    f"memory cap: worker used {rss:.0f} MB > memory_cap_mb={memory_cap_mb}, killed",
+                )
+            if reason:
+                _kill_group(popen)
+                break
+    finally:
+        if popen.poll() is None:  # the caller was interrupted: never leave a worker behind
+            _kill_group(popen)
+    return {"exit_code": popen.returncode, "status": status, "reason": reason, "wall_s": time.perf_counter() - started}
+
+
+def _kill_group(popen: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(popen.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            popen.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,112 @@
+"""The timing protocol: one cold step, warm-up steps, then measured steps, each phase timed apart.
+
+Only training steps are inside the timed region: batches are prepared before it, losses are read
+after it. CPU kernels in eager PyTorch run synchronously, so a perf_counter reading between two
+phases is the end of the first phase. The garbage collector is paused while measuring so a
+collection of Python objects does not land inside one step.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+
+TIMING_METHOD = (
+    "time.perf_counter around forward, backward and optimizer phases of each step; gc paused while measuring"
+)
+MIN_MEASURED_STEPS = 3
+
+
+@dataclass
+class StepTimes:
+    total: list[float] = field(default_factory=list)
+    forward: list[float] = field(default_factory=list)
+    backward: list[float] = field(default_factory=list)
+    optimizer: list[float] = field(default_factory=list)
+    losses: list = field(default_factory=list)
+
+
+def run_step(trainer, micro_batches, times: StepTimes) -> None:
+    forward = backward = 0.0
+    step_start = time.perf_counter()
+    loss_sum = None
+    for inputs, targets in micro_batches:
+        t0 = time.perf_counter()
+        loss = trainer.forward(inputs, targets)
+        t1 = time.perf_counter()
+        trainer.backward(loss)
+        t2 = time.perf_counter()
+        forward += t1 - t0
+        backward += t2 - t1
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+    t3 = time.perf_counter()
+    trainer.optimizer_step()
+    end = time.perf_counter()
+    times.total.append(end - step_start)
+    times.forward.append(forward)
+    times.backward.append(backward)
+    times.optimizer.append(end - t3)
+    times.losses.append(loss_sum)
+
+
+def _stats(prefix: str, values: list[float]) -> dict:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {
+        f"{prefix}_median_s": statistics.median(values),
+        f"{prefix}_mean_s": mean,
+        f"{prefix}_std_s": std,
+        f"{prefix}_cv": std / mean if mean > 0 else float("nan"),
+        f"{prefix}_min_s": min(values),
+        f"{prefix}_max_s": max(values),
+    }
+
+
+def measure(
+    trainer, batches, *, grad_accum: int, warmup_steps: int, measure_steps: int, measure_seconds: float
+) -> dict:
+    """Run the protocol; `batches` is a list of micro-batches reused cyclically."""
+
+    def micro_batches(step: int):
+        return [batches[(step * grad_accum + i) % len(batches)] for i in range(grad_accum)]
+
+    cold, warm, measured = StepTimes(), StepTimes(), StepTimes()
+    run_step(trainer, micro_batches(0), cold)
+    for step in range(1, 1 + warmup_steps):
+        run_step(trainer, micro_batches(step), warm)
+
+    gc.collect()
+    gc.disable()
+    try:
+        first = 1 + warmup_steps
+        started = time.perf_counter()
+        while True:
+            run_step(trainer, micro_batches(first + len(measured.total)), measured)
+            done = len(measured.total)
+            elapsed = time.perf_counter() - started
+            if done >= measure_steps or (
+                measure_seconds > 0 and elapsed >= measure_seconds and done >= MIN_MEASURED_STEPS
+            ):
+                break
+    finally:
+        gc.enable()
+
+    result = _stats("step_time", measured.total)
+    for phase in ("forward", "backward", "optimizer"):
+        values = getattr(measured, phase)
+        result[f"{phase}_s"] = statistics.fmean(values)
+        result[f"{phase}_std_s"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    result.update(
+        time_to_first_step_s=cold.total[0],
+        warmup_steps_run=warmup_steps,
+        measure_steps_run=len(measured.total),
+        measured_region_s=sum(measured.total),
+        timed_region_s=sum(cold.total) + sum(warm.total) + sum(measured.total),
+        loss_first=float(cold.losses[0]),
+        loss_last=float(measured.losses[-1]),
+        step_times_s=list(measured.total),
+        timing_method=TIMING_METHOD,
+    )
+    return result

@@ -1,0 +1,160 @@
+"""The worker process of one trial: pin, load, train, measure, write one JSON result. Nothing else.
+
+    python -m trainables.worker PAYLOAD.json RESULT.json
+
+Affinity is applied before torch is imported, so OpenMP's thread pool starts on the chosen cores.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+_IMPORT_STARTED = time.time()
+
+import json  # noqa: E402 - after the clock above: the worker's own start-up is part of what it reports
+import platform  # noqa: E402
+import resource  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    payload_path, result_path = Path(argv[0]), Path(argv[1])
+    payload = json.loads(payload_path.read_text())
+    if payload["cpus"] is not None:
+        os.sched_setaffinity(0, payload["cpus"])
+    # read back before OpenMP starts: libgomp then binds each thread (the main one too) to one place
+    process_affinity = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    try:
+        result = run(payload) | {"status": "ok", "error": None, "affinity_read_back": process_affinity}
+    except Exception as exc:  # a trial that fails is a result, not a crash of the sweep
+        result = {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc()[-4000:],
+        }
+    tmp = result_path.with_name(result_path.name + ".tmp")
+    tmp.write_text(json.dumps(result, default=float))
+    os.replace(tmp, result_path)
+    return 0 if result["status"] == "ok" else 1
+
+
+def _loaded_libraries(names: tuple[str, ...]) -> list[str]:
+    maps = Path("/proc/self/maps").read_text()
+    return sorted({line.split()[-1] for line in maps.splitlines() if any(n in line for n in names)})
+
+
+def _thread_affinities() -> str:
+    """The CPUs each thread of this process may run on, e.g. '0;1' for two threads pinned to cores 0 and 1."""
+    masks = []
+    for status in sorted(Path("/proc/self/task").glob("*/status")):
+        for line in status.read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                masks.append(line.split(":", 1)[1].strip())
+    return ";".join(sorted(set(masks)))
+
+
+def _blas_info(torch) -> str:
+    for part in torch.__config__.show().replace(",", " ").split():
+        if part.startswith("BLAS_INFO="):
+            return part.split("=", 1)[1]
+    return "unknown"
+
+
+def run(payload: dict) -> dict:
+    spawned_at = payload["spawned_at"]
+    t0 = time.time()
+    import torch
+    import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s): count it as import time
+
+    from hwctl.microbench import matmul_peak_gflops
+    from trainables.config import TrialConfig
+    from trainables.dataset import prepare_tokens
+    from trainables.flops import FLOPS_METHOD, flops_per_step
+    from trainables.timing import measure
+    from trainables.torch_trainable import TorchTrainer, configure_threads
+
+    cfg = TrialConfig(**payload["config"])
+    configure_threads(cfg.threads, cfg.interop_threads)
+    import_s = time.time() - t0
+
+    t1 = time.time()
+    data_dir = Path(payload["data_dir"])
+    tokens, data_meta = prepare_tokens(cfg.dataset, cfg.vocab_size, data_dir)
+    data_s = time.time() - t1
+
+    t2 = time.time()
+    trainer = TorchTrainer(cfg)
+    batch_count = min((1 + cfg.warmup_steps + cfg.measure_steps) * cfg.grad_accum, 64)
+    batches = trainer.make_batches(tokens, batch_count)
+    build_s = time.time() - t2
+
+    first_step_at = time.time()
+    timing = measure(
+        trainer,
+        batches,
+        grad_accum=cfg.grad_accum,
+        warmup_steps=cfg.warmup_steps,
+        measure_steps=cfg.measure_steps,
+        measure_seconds=cfg.measure_seconds,
+    )
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    thread_affinity = _thread_affinities()
+
+    peak = matmul_peak_gflops(cfg.threads, data_dir / "hw")
+    flops = flops_per_step(cfg)
+    median = timing["step_time_median_s"]
+    achieved = flops / median / 1e9
+    result = (
+        timing
+        | data_meta
+        | {
+            "params": trainer.params,
+            "flops_per_step": flops,
+            "flops_method": FLOPS_METHOD,
+            "achieved_gflops": achieved,
+            "mfu": achieved / peak["peak_gflops"],
+            "peak_gflops_fp32": peak["peak_gflops"],
+            "peak_method": peak["peak_method"],
+            "peak_cached": peak["peak_cached"],
+            "tokens_per_s": cfg.tokens_per_step / median,
+            "projected_10k_steps_s": 10_000 * median,
+            # the first step's excess over a warm step: Inductor's compile time, or eager's cold start
+            "compile_s": max(timing["time_to_first_step_s"] - median, 0.0),
+            "peak_rss_mb": peak_rss_mb,
+            "startup_s": first_step_at - spawned_at,
+            "interpreter_start_s": _IMPORT_STARTED - spawned_at,
+            "import_s": import_s,
+            "data_s": data_s,
+            "build_s": build_s,
+            "thread_affinity": thread_affinity,
+            "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
+            "allocator_loaded": ",".join(_loaded_libraries(("jemalloc", "tcmalloc"))) or "glibc",
+            "blas": _blas_info(torch),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+        }
+    )
+    if cfg.save_model:
+        result["model_dir"] = save_model(trainer, cfg, payload["config_key"], Path(payload["output_dir"]))
+    return result
+
+
+def save_model(trainer, cfg, config_key: str, output_dir: Path) -> str:
+    from safetensors.torch import save_file
+
+    target = output_dir / config_key
+    target.mkdir(parents=True, exist_ok=True)
+    save_file(trainer.state_dict(), str(target / "model.safetensors"))
+    (target / "config.json").write_text(
+        json.dumps(cfg.to_dict() | {"config_key": config_key, "params": trainer.params}, indent=1)
+    )
+    return str(target)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
