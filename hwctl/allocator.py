@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import sysconfig
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def find_allocator(name: str) -> str | None:
         for filename in LIBRARIES[name]:
             path = Path(directory) / filename
             if path.exists():
-                return str(path)
+                return os.path.realpath(path)  # the name the dynamic loader reports in /proc/PID/maps
     return None
 
 

@@ -114,8 +114,10 @@ FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}
 def _coerce(key: str, raw):
     """Turn a command-line or YAML value into the field's type, or raise ConfigError."""
     kind = FIELD_TYPES[key].replace(" | None", "")
-    if raw is None or (isinstance(raw, str) and raw.lower() in ("auto", "none", "")):
-        if "None" in FIELD_TYPES[key]:
+    optional = kind != FIELD_TYPES[key]
+    text = raw.lower() if isinstance(raw, str) else None
+    if raw is None or text == "auto" or (optional and text in ("none", "")):
+        if optional:
             return None
         raise ConfigError(f"{key}: 'auto' is not allowed here; give a {kind}")
     try:

@@ -1,0 +1,68 @@
+import pytest
+
+from trainables.config import ConfigError, TrialConfig, build_config, parse_assignments
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"kv_heads": 3}, "kv_heads=3 must divide heads=4"),
+        ({"attention": "sliding", "window": 512}, "window=512 exceeds seq_len=256"),
+        ({"activation": "tanh"}, "unknown activation 'tanh' (gelu, relu, silu)"),
+        ({"precision": "q8"}, "precision='q8' is not supported yet (supported now: fp32, bf16, mixed)"),
+        ({"framework": "jax"}, "framework='jax' is not supported yet"),
+        ({"widht": 512}, "unknown key 'widht'"),
+        ({"width": "wide"}, "width='wide' is not a valid int"),
+        ({"depth": 0}, "depth=0 must be >= 1"),
+        ({"dropout": 1.5}, "dropout=1.5 must be in [0.0, 0.9]"),
+        ({"width": 250, "heads": 4}, "heads=4 must divide width=250 when head_dim is auto"),
+        ({"attention": "local", "window": 100}, "window=100 must divide seq_len=256"),
+        ({"pinning": "tight"}, "unknown pinning 'tight' (none, compact, spread)"),
+        ({"depth": "auto"}, "depth: 'auto' is not allowed here"),
+        ({"save_model": "maybe"}, "save_model='maybe' is not a valid bool"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_message_naming_key_and_value(values, message):
+    with pytest.raises(ConfigError) as err:
+        build_config(values)
+    assert message in str(err.value)
+
+
+def test_autos_resolve_to_the_values_that_run():
+    cfg = build_config({"width": "512", "heads": "8"})
+    assert (cfg.head_dim, cfg.kv_heads, cfg.attn_dim) == (64, 8, 512)
+    assert (cfg.warmup_steps, cfg.measure_steps, cfg.measure_seconds) == (2, 10, 60.0)
+    assert cfg.threads is None  # resolved on the node that runs the trial
+    assert build_config({"compile": "inductor"}).warmup_steps == 3
+
+
+def test_head_dim_may_differ_from_width_over_heads():
+    cfg = build_config({"width": 256, "heads": 4, "head_dim": 32, "kv_heads": 1})
+    assert (cfg.attn_dim, cfg.kv_dim) == (128, 32)
+
+
+def test_config_key_is_stable_and_ignores_run_only_knobs():
+    a = build_config({"width": 128, "heads": 2})
+    b = build_config({"heads": "2", "width": "128", "timeout_s": 30, "save_model": "true"})
+    c = build_config({"width": 128, "heads": 2, "head_dim": 64})  # head_dim auto resolves to 64: same model
+    assert a.config_key() == b.config_key() == c.config_key()
+    assert len(a.config_key()) == 16
+    assert a.config_key() != build_config({"width": 128, "heads": 2, "seed": 1}).config_key()
+
+
+def test_parse_assignments():
+    assert parse_assignments(["width=512", "attention = local"]) == {"width": "512", "attention": "local"}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_assignments(["width"])
+
+
+def test_defaults_are_the_quick_baseline_of_the_spec():
+    cfg = TrialConfig()
+    assert (cfg.depth, cfg.width, cfg.heads, cfg.seq_len, cfg.batch_size, cfg.vocab_size) == (4, 256, 4, 256, 1, 8192)
+    assert (cfg.attn_backend, cfg.precision, cfg.compile, cfg.pinning, cfg.interop_threads) == (
+        "sdpa",
+        "fp32",
+        "eager",
+        "compact",
+        1,
+    )
