@@ -90,6 +90,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"bench.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bench.py: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ def test_worker_exiting_without_a_result(tiny, data_dir):
     )
 
 
+def test_worker_exiting_cleanly_without_a_result(tiny, data_dir):
+    row = run_trial(build_config(tiny), data_dir=data_dir, worker_argv=("-c", "pass"))
+    assert (row["status"], row["error"]) == ("failed", "worker exited with code 0 without a result")
+
+
 def test_hanging_worker_is_a_timeout_result(tiny, data_dir):
     started = time.perf_counter()
     hang = ("-c", "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)")

@@ -149,7 +149,7 @@ def run_trial(
     row |= {"exit_code": outcome["exit_code"], "finished_at": now_iso(), "wall_s": outcome["wall_s"]}
     if outcome["reason"] is not None:  # killed by us: that reason wins over anything the worker wrote
         row |= {"status": outcome["status"], "error": outcome["reason"]}
-    elif outcome["exit_code"] != 0 and row.get("status") != "failed":
+    elif not worker_result:
         row |= {"status": "failed", "error": f"worker {describe_exit(outcome['exit_code'])}"}
     if row["status"] != "ok" and tail.strip():
         row["stderr_tail"] = tail
