@@ -7,10 +7,17 @@ Only argument parsing lives here; the work is done in trainables/, sweep/ and hw
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
+import time
+from pathlib import Path
 
+import duckdb
+
+from sweep.plan import PlanError
+from sweep.store import DEFAULT_RESULT_DIR
 from trainables.config import ConfigError, build_config, parse_assignments
 
 SUMMARY_FIELDS = (
@@ -65,10 +72,65 @@ def cmd_trial(args) -> int:
     return 0 if row["status"] == "ok" else 1
 
 
+def cmd_plan(args) -> int:
+    from sweep.plan import load_plan
+    from sweep.summary import plan_table
+
+    plan = load_plan(args.plan, record_unsupported=args.record_unsupported)
+    print(plan_table(plan))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from sweep.plan import load_plan
+    from sweep.runner import load_manifest, run_sweep
+    from sweep.store import Store
+    from sweep.summary import study_summary
+
+    result_dir = Path(args.result_dir)
+    if args.resume:
+        sweep_id, plan = load_manifest(result_dir, args.sweep)
+    else:
+        plan, sweep_id = load_plan(args.plan, record_unsupported=args.record_unsupported), None
+    started = time.perf_counter()
+    sweep = run_sweep(
+        plan, result_dir, resume_sweep=sweep_id, address=args.address,
+        dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    print()
+    print(study_summary(Store(result_dir), sweep.sweep_id))
+    share = sweep.steps_s / wall if wall > 0 else 0.0
+    print(
+        f"\nsweep {sweep.sweep_id}: {len(plan.trials)} trials ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
+        f"{sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. Rows: {result_dir / 'trials'}"
+    )
+    if sweep.missing():
+        print(f"{len(sweep.missing())} trials still missing: python bench.py run --resume --sweep {sweep.sweep_id}")
+        return 1
+    return 0
+
+
+def cmd_query(args) -> int:
+    from sweep.store import Store
+    from sweep.summary import format_table
+
+    columns, rows = Store(args.result_dir).query(args.sql)
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench.py",
-        description="Measure CPU pre-training time of small transformer LMs. Without a command: one trial at the defaults.",
+        description="Measure CPU pre-training time of small transformer LMs. Without a command: run --plan quick.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     trial = commands.add_parser("trial", help="run one timed training trial in a fresh worker process (no Ray)")
@@ -77,6 +139,36 @@ def make_parser() -> argparse.ArgumentParser:
     )
     trial.add_argument("--json", action="store_true", help="print the result row as one JSON object")
     trial.set_defaults(func=cmd_trial)
+
+    plan = commands.add_parser("plan", help="expand and validate a plan without running it; print its trials")
+    plan.add_argument("plan", help="a shipped plan name (smoke, quick, full) or a YAML path")
+    plan.add_argument(
+        "--record-unsupported", action="store_true", help="values this machine cannot honour become 'unsupported' rows"
+    )
+    plan.set_defaults(func=cmd_plan)
+
+    run = commands.add_parser("run", help="run a plan as a Ray Tune sweep; rows go to the Parquet store")
+    run.add_argument("--plan", default="quick", help="plan name or YAML path (default: quick)")
+    run.add_argument(
+        "--resume", action="store_true", help="continue an interrupted sweep (the newest unfinished one, or --sweep)"
+    )
+    run.add_argument("--sweep", help="with --resume: the sweep id to continue")
+    run.add_argument(
+        "--record-unsupported", action="store_true", help="values this machine cannot honour become 'unsupported' rows"
+    )
+    run.add_argument("--address", help="join an existing Ray cluster (auto or HOST:PORT) instead of starting one")
+    run.add_argument(
+        "--dashboard-host", default="127.0.0.1", help="address the Ray dashboard listens on (default 127.0.0.1)"
+    )
+    run.add_argument("--dashboard-port", type=int, default=8265)
+    run.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
+    run.set_defaults(func=cmd_run)
+
+    query = commands.add_parser("query", help="run DuckDB SQL over the store (the view is called trials)")
+    query.add_argument("sql", help='e.g. "SELECT study, width, step_time_median_s FROM trials ORDER BY 1"')
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
+    query.set_defaults(func=cmd_query)
     return parser
 
 
@@ -84,11 +176,14 @@ def main(argv: list[str]) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["trial", *argv])
+        args = parser.parse_args(["run", *argv])
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, PlanError, LookupError) as exc:
         print(f"bench.py: error: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.Error as exc:
+        print(f"bench.py: query error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench.py: interrupted", file=sys.stderr)

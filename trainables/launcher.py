@@ -66,6 +66,18 @@ def resolve_resources(cfg: TrialConfig, allowed_cpus: set[int]) -> tuple[int, li
     return threads, select_cpus(threads, cfg.pinning, allowed=allowed_cpus)
 
 
+def unsupported_reason(cfg: TrialConfig, allowed_cpus: set[int] | None = None) -> str | None:
+    """Why this node cannot run the config as asked, or None: what plan validation checks up front."""
+    allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
+    try:
+        resolve_resources(cfg, allowed)
+    except (Unsupported, ValueError) as exc:
+        return str(exc)
+    if cfg.allocator != "default" and find_allocator(cfg.allocator) is None:
+        return missing_reason(cfg.allocator)
+    return None
+
+
 def build_worker_env(cfg: TrialConfig, threads: int, cpus: list[int] | None, base_env: dict) -> dict[str, str]:
     env = {k: v for k, v in base_env.items() if k not in ("OMP_PROC_BIND", "OMP_PLACES", "LD_PRELOAD")}
     for name in THREAD_VARIABLES:
@@ -130,6 +142,7 @@ def run_trial(
             "cpus": cpus,
             "data_dir": str(data_dir),
             "output_dir": str(output_dir),
+            "parent_pid": os.getpid(),
             "spawned_at": time.time(),
         }
         payload_path.write_text(json.dumps(payload))

@@ -13,6 +13,7 @@ import time
 
 _IMPORT_STARTED = time.time()
 
+import contextlib  # noqa: E402
 import json  # noqa: E402 - after the clock above: the worker's own start-up is part of what it reports
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -23,6 +24,7 @@ from pathlib import Path  # noqa: E402
 def main(argv: list[str]) -> int:
     payload_path, result_path = Path(argv[0]), Path(argv[1])
     payload = json.loads(payload_path.read_text())
+    die_with_parent(payload["parent_pid"])
     if payload["cpus"] is not None:
         os.sched_setaffinity(0, payload["cpus"])
     # read back before OpenMP starts: libgomp then binds each thread (the main one too) to one place
@@ -156,5 +158,22 @@ def save_model(trainer, cfg, config_key: str, output_dir: Path) -> str:
     return str(target)
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this worker if its parent dies (a killed Ray actor or driver), so no
+    orphan keeps training on cores the next trial was promised."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # skip interpreter teardown: with torch loaded it takes ~0.8 s (measured) and the result is written
+    os._exit(code)

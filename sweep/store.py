@@ -1,0 +1,126 @@
+"""The result store: one Parquet file per trial row, hive-partitioned by sweep and host, queried with DuckDB.
+
+    result/trials/sweep=<sweep id>/host=<hostname>/<study>-<config_key>-<uuid>.parquet
+
+One file per row keeps every write atomic and independent: the row is written to a hidden temporary
+file, flushed to disk and renamed into place, so a crash leaves either the whole row or nothing
+that the `*.parquet` glob would read. Only the driver writes here; workers never do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+PARTITIONS = ("sweep", "host")
+DEFAULT_RESULT_DIR = Path(__file__).resolve().parent.parent / "result"
+
+
+class EmptyStore(LookupError):
+    pass
+
+
+def _arrow_value(value):
+    """Types Parquet can hold; dicts become JSON text, None keeps a null type DuckDB unifies with any."""
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def row_table(row: dict) -> pa.Table:
+    columns = {}
+    for key, value in row.items():
+        value = _arrow_value(value)
+        if isinstance(value, list):
+            columns[key] = pa.array([value], type=pa.list_(pa.float64()))
+        elif value is None:
+            columns[key] = pa.nulls(1)
+        else:
+            columns[key] = pa.array([value])
+    return pa.table(columns)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))[:60]
+
+
+class Store:
+    def __init__(self, result_dir: Path | str = DEFAULT_RESULT_DIR):
+        self.root = Path(result_dir)
+        self.trials_dir = self.root / "trials"
+
+    def append(self, row: dict) -> Path:
+        """Write one row atomically; returns the file written."""
+        missing = [k for k in (*PARTITIONS, "study", "config_key") if not row.get(k)]
+        if missing:
+            raise ValueError(f"a stored row needs {missing}")
+        folder = self.trials_dir.joinpath(*(f"{k}={quote(str(row[k]), safe='')}" for k in PARTITIONS))
+        folder.mkdir(parents=True, exist_ok=True)
+        data = {k: v for k, v in row.items() if k not in PARTITIONS} | {"schema_version": SCHEMA_VERSION}
+        name = f"{_slug(row['study'])}-{row['config_key']}-{uuid.uuid4().hex[:8]}.parquet"
+        final, tmp = folder / name, folder / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            pq.write_table(row_table(data), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
+        return final
+
+    def files(self) -> list[Path]:
+        return sorted(self.trials_dir.glob("**/*.parquet"))
+
+    def connect(self):
+        """A DuckDB connection with the view `trials` over every stored row."""
+        import duckdb
+
+        if not self.files():
+            raise EmptyStore(f"the store at {self.root} holds no trials yet")
+        con = duckdb.connect()
+        pattern = str(self.trials_dir / "**" / "*.parquet").replace("'", "''")
+        con.execute(
+            f"CREATE VIEW trials AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+            "union_by_name = true, hive_types = {'sweep': VARCHAR, 'host': VARCHAR})"
+        )
+        return con
+
+    def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+        con = self.connect()
+        try:
+            cursor = con.execute(sql, params or [])
+            return [d[0] for d in cursor.description], cursor.fetchall()
+        finally:
+            con.close()
+
+    def dataframe(self, sql: str = "SELECT * FROM trials", params: list | None = None):
+        con = self.connect()
+        try:
+            return con.execute(sql, params or []).df()
+        finally:
+            con.close()
+
+    def rows(self, sweep: str | None = None) -> list[dict]:
+        if not self.files():
+            return []
+        where, params = ("WHERE sweep = ?", [sweep]) if sweep else ("", [])
+        columns, rows = self.query(f"SELECT * FROM trials {where}", params)
+        return [dict(zip(columns, r, strict=True)) for r in rows]
+
+    def identities(self, sweep: str) -> set[str]:
+        """'study/config_key' of every trial of a sweep that already has a row."""
+        if not self.files():
+            return set()
+        _, rows = self.query("SELECT DISTINCT study, config_key FROM trials WHERE sweep = ?", [sweep])
+        return {f"{study}/{key}" for study, key in rows}
