@@ -1,0 +1,137 @@
+"""Real sweeps through `bench.py run`: a local Ray instance, Ray Tune trials, rows in Parquet."""
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from sweep.store import Store
+from tests.sweeprun import kill_session, run_bench, start_bench, write_plan
+
+
+def test_smoke_plan_end_to_end(tmp_path):
+    done = run_bench("run", "--plan", "smoke", "--result-dir", str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:]
+    rows = Store(tmp_path).rows()
+    assert len(rows) == 4
+    assert sorted((r["study"], json.loads(r["point"])[r["study"]]) for r in rows) == [
+        ("attention", "full"), ("attention", "sliding"), ("width", 32), ("width", 64),
+    ]  # fmt: skip
+    assert len({r["sweep"] for r in rows}) == 1 and rows[0]["sweep"].startswith("smoke-")
+    for r in rows:
+        assert r["status"] == "ok" and r["step_time_median_s"] > 0 and r["loss_last"] > 0
+        assert r["hw_cpu_model"] and r["hw_logical_cores"] >= 1 and r["sw_torch"].startswith("2.13")
+        assert json.loads(r["env"])["OMP_NUM_THREADS"] == str(r["threads"])
+        assert r["node"] and r["host"] == socket.gethostname() and r["schema_version"] == 1
+    # progress lines with an ETA, then the per-study summary with ratios to the first value
+    assert "[4/4]" in done.stdout and "ETA" in done.stdout
+    assert "study width" in done.stdout and "vs first" in done.stdout and "1.00x" in done.stdout
+    assert "Ray dashboard: http://127.0.0.1:" in done.stdout
+
+    query = run_bench("query", "SELECT study, count(*) AS n FROM trials GROUP BY study ORDER BY study", "--format", "json",
+                      "--result-dir", str(tmp_path))  # fmt: skip
+    assert query.returncode == 0
+    assert json.loads(query.stdout.strip().splitlines()[-1]) == [
+        {"study": "attention", "n": 2},
+        {"study": "width", "n": 2},
+    ]
+    # running the same plan again appends a new sweep, never overwrites
+    again = run_bench("run", "--plan", "smoke", "--result-dir", str(tmp_path))
+    assert again.returncode == 0
+    _, counts = Store(tmp_path).query("SELECT count(DISTINCT sweep), count(*) FROM trials")
+    assert counts == [(2, 8)]
+
+
+def other_addresses() -> list[str]:
+    return [
+        a.address
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family == socket.AF_INET and not a.address.startswith("127.")
+    ]
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://{host}:{port}/api/version", timeout=3)
+        return True
+    except urllib.error.HTTPError:
+        return True  # 401 without the token: something answered
+    except OSError:
+        return False
+
+
+def test_failures_become_rows_and_the_dashboard_stays_on_loopback(tmp_path):
+    plan = write_plan(
+        tmp_path / "fail.yaml",
+        [{"name": "limits", "axes": {"memory_cap_mb": [64, None], "timeout_s": [1, 600]}}],
+        measure_steps=1000, measure_seconds=2,
+    )  # fmt: skip
+    port = 8365
+    proc = start_bench(
+        "run", "--plan", str(plan), "--result-dir", str(tmp_path / "store"), "--dashboard-port", str(port)
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("[1/4]"):  # mid-sweep
+                assert answers("127.0.0.1", port)
+                assert not any(answers(address, port) for address in other_addresses())
+            if line.startswith("sweep ") and "inside warm-up" in line:
+                break
+        proc.wait(timeout=60)
+    finally:
+        kill_session(proc)
+    assert proc.returncode == 0, "".join(lines)[-3000:]
+    rows = {(r["memory_cap_mb"] == 64, r["timeout_s"]): r for r in Store(tmp_path / "store").rows()}
+    assert len(rows) == 4
+    # the worker needs about 2 s to import torch: a 1 s timeout always fires
+    assert rows[(True, 1.0)]["status"] in ("failed", "timeout")
+    assert rows[(True, 600.0)]["status"] == "failed" and rows[(True, 600.0)]["error"].startswith("memory cap")
+    assert rows[(False, 1.0)]["status"] == "timeout"
+    assert rows[(False, 1.0)]["error"] == "timeout: still running after 1 s, killed"
+    assert rows[(False, 600.0)]["status"] == "ok"
+
+
+def wait_for_rows(store: Store, count: int, proc, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while len(store.files()) < count:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no rows appeared"
+        time.sleep(0.1)
+
+
+def test_resume_after_the_driver_is_killed(tmp_path):
+    plan = write_plan(
+        tmp_path / "resume.yaml",
+        [{"name": "width", "axis": "width", "values": [16, 32, 48, 64, 80, 96]}],
+        name="resume",
+    )
+    store = Store(tmp_path / "store")
+    proc = start_bench("run", "--plan", str(plan), "--result-dir", str(store.root))
+    try:
+        wait_for_rows(store, 2, proc)
+    finally:
+        kill_session(proc)  # kill -9 of the driver and everything it started
+    before = {p.name: p.stat().st_mtime_ns for p in store.files()}
+    assert 2 <= len(before) < 6
+
+    done = run_bench("run", "--resume", "--result-dir", str(store.root))
+    assert done.returncode == 0, done.stdout[-3000:]
+    rows = store.rows()
+    identities = [f"{r['study']}/{r['config_key']}" for r in rows]
+    assert len(rows) == 6 and len(set(identities)) == 6  # nothing lost, nothing duplicated
+    assert sorted(r["width"] for r in rows) == [16, 32, 48, 64, 80, 96]
+    assert len({r["sweep"] for r in rows}) == 1
+    after = {p.name: p.stat().st_mtime_ns for p in store.files()}
+    assert all(after[name] == mtime for name, mtime in before.items())  # earlier rows untouched
+    # only the missing trials ran again
+    assert f"({6 - len(before)} recorded by this run)" in done.stdout
+    nothing_left = run_bench("run", "--resume", "--result-dir", str(store.root))
+    assert nothing_left.returncode == 2 and "no unfinished sweep to resume" in nothing_left.stdout
+    assert Path(store.root / "sweeps").exists()
