@@ -66,8 +66,8 @@ def test_trials_are_the_studies_points():
             "study 'w': duplicate study name",
         ),
         (
-            plan({"name": "w", "axis": "width", "values": [96]}),
-            "study 'w': point width=96: heads=2 must divide width=96",
+            plan({"name": "w", "axis": "width", "values": [65]}),
+            "study 'w': point width=65: heads=2 must divide width=65",
         ),
         (
             plan({"name": "a", "axis": "activation", "values": ["tanh"]}),
@@ -119,13 +119,13 @@ def test_values_the_machine_cannot_honour():
 
 def test_cli_rejects_a_bad_plan_with_exit_2_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(plan({"name": "w", "axis": "width", "values": [96]})))
+    bad.write_text(yaml.safe_dump(plan({"name": "w", "axis": "width", "values": [65]})))
     for args in (["plan", str(bad)], ["run", "--plan", str(bad), "--result-dir", str(tmp_path / "store")]):
         done = subprocess.run(
             [sys.executable, "bench.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 2
-        assert "study 'w': point width=96: heads=2 must divide width=96" in done.stderr
+        assert "study 'w': point width=65: heads=2 must divide width=65" in done.stderr
         assert "Traceback" not in done.stderr
     assert not (tmp_path / "store").exists()
 
