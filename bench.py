@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -172,7 +173,12 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: workers are killed, Ray is shut down
+
+
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -186,7 +192,10 @@ def main(argv: list[str]) -> int:
         print(f"bench.py: query error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bench.py: interrupted", file=sys.stderr)
+        hint = (
+            " (rows written so far are kept: python bench.py run --resume continues)" if args.command == "run" else ""
+        )
+        print(f"bench.py: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from datetime import UTC, datetime
@@ -27,6 +28,9 @@ from trainables.launcher import DATA_DIR, OUTPUT_DIR, base_row, now_iso, run_tri
 # Tune's legacy console reporter: it takes the columns to show (the new one prints every metric of
 # every finished trial, our row JSON included)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ctrl-C must stop the sweep (and shut Ray down), not end one Tune experiment and start the next:
+# the store, not Tune's last saved state, is what --resume continues from
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 TUNE_DIR = "tune"
 SWEEPS_DIR = "sweeps"
 
@@ -191,6 +195,9 @@ class SweepRun:
 def start_ray(address: str | None, dashboard_host: str, dashboard_port: int, quiet: bool = False):
     import ray
 
+    # ray.init installs a C++ SIGTERM handler that exits on the spot; keep the caller's Python one
+    # (bench.py turns SIGTERM into an orderly stop that shuts Ray down and kills the trial's worker)
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     if address:
         ctx = ray.init(address=address, log_to_driver=False)
     else:
@@ -201,6 +208,8 @@ def start_ray(address: str | None, dashboard_host: str, dashboard_port: int, qui
             dashboard_port=dashboard_port,
             log_to_driver=False,
         )
+    if callable(sigterm_handler):
+        signal.signal(signal.SIGTERM, sigterm_handler)
     if not quiet and ctx.dashboard_url:
         print(f"Ray dashboard: http://{ctx.dashboard_url}")
         if os.environ.get("RAY_AUTH_MODE", "token") != "disabled":
