@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -128,6 +129,24 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_hw(args) -> int:
+    from hwctl.journal import restore_pending
+
+    if args.action == "restore":
+        print(restore_pending() or "nothing to restore: no hardware setting is left changed")
+        return 0
+    from hwctl.fingerprint import format_fingerprint, full_fingerprint
+    from hwctl.microbench import measure_host_peaks
+    from trainables.launcher import DATA_DIR
+
+    fingerprint = full_fingerprint()
+    if args.peaks:
+        counts = sorted({1, *range(2, len(os.sched_getaffinity(0)) + 1, 2), len(os.sched_getaffinity(0))})
+        fingerprint["peaks"] = measure_host_peaks(counts, DATA_DIR / "hw")
+    print(json.dumps(fingerprint, indent=1, default=str) if args.json else format_fingerprint(fingerprint))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench.py",
@@ -170,6 +189,12 @@ def make_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     query.set_defaults(func=cmd_query)
+
+    hw = commands.add_parser("hw", help="print this node's hardware fingerprint and measured peaks; 'hw restore' undoes left-over settings")
+    hw.add_argument("action", nargs="?", choices=("show", "restore"), default="show")
+    hw.add_argument("--json", action="store_true", help="one JSON object")
+    hw.add_argument("--no-peaks", dest="peaks", action="store_false", help="skip the (cached) bandwidth and matmul peaks")
+    hw.set_defaults(func=cmd_hw)
     return parser
 
 
@@ -179,6 +204,11 @@ def _terminate(signum, frame):
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    from hwctl.journal import restore_pending
+
+    message = restore_pending()  # a run killed with -9 may have left a frequency pinned
+    if message:
+        print(f"bench.py: {message}", file=sys.stderr)
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,0 +1,38 @@
+"""A simulated /sys/devices/system/cpu with cpufreq policies, intel_pstate and boost, in a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def make_cpufreq_tree(root: Path, cpus: int = 4, pstate: bool = True, boost: bool = False) -> Path:
+    cpu = root / "devices/system/cpu"
+    for i in range(cpus):
+        policy = cpu / "cpufreq" / f"policy{i}"
+        policy.mkdir(parents=True)
+        files = {
+            "scaling_governor": "powersave",
+            "scaling_available_governors": "performance powersave",
+            "scaling_driver": "intel_pstate",
+            "cpuinfo_min_freq": "800000",
+            "cpuinfo_max_freq": "3600000",
+            "scaling_min_freq": "800000",
+            "scaling_max_freq": "3600000",
+            "scaling_cur_freq": "2400000",
+            "related_cpus": str(i),
+        }
+        for name, value in files.items():
+            (policy / name).write_text(value + "\n")
+        (cpu / f"cpu{i}").mkdir(parents=True, exist_ok=True)
+    if pstate:
+        (cpu / "intel_pstate").mkdir(parents=True)
+        (cpu / "intel_pstate" / "no_turbo").write_text("0\n")
+    if boost:
+        (cpu / "cpufreq" / "boost").write_text("1\n")
+    (cpu / "online").write_text(f"0-{cpus - 1}\n")
+    return root
+
+
+def state(root: Path) -> dict[str, str]:
+    """Every file of the simulated tree and its content."""
+    return {str(p.relative_to(root)): p.read_text().strip() for p in sorted(root.rglob("*")) if p.is_file()}
