@@ -190,10 +190,14 @@ def make_parser() -> argparse.ArgumentParser:
     query.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     query.set_defaults(func=cmd_query)
 
-    hw = commands.add_parser("hw", help="print this node's hardware fingerprint and measured peaks; 'hw restore' undoes left-over settings")
+    hw = commands.add_parser(
+        "hw", help="print this node's hardware fingerprint and measured peaks; 'hw restore' undoes left-over settings"
+    )
     hw.add_argument("action", nargs="?", choices=("show", "restore"), default="show")
     hw.add_argument("--json", action="store_true", help="one JSON object")
-    hw.add_argument("--no-peaks", dest="peaks", action="store_false", help="skip the (cached) bandwidth and matmul peaks")
+    hw.add_argument(
+        "--no-peaks", dest="peaks", action="store_false", help="skip the (cached) bandwidth and matmul peaks"
+    )
     hw.set_defaults(func=cmd_hw)
     return parser
 

@@ -124,7 +124,11 @@ class Frequency(Knob):
         for p in policies(self.sysfs_root):
             current_max = int(read_sysfs(self.sysfs_root, f"{p}/scaling_max_freq") or 0)
             # the kernel refuses min > max: raise max first when going up, lower min first when going down
-            order = ("scaling_max_freq", "scaling_min_freq") if khz > current_max else ("scaling_min_freq", "scaling_max_freq")
+            order = (
+                ("scaling_max_freq", "scaling_min_freq")
+                if khz > current_max
+                else ("scaling_min_freq", "scaling_max_freq")
+            )
             writes += [(f"{p}/{name}", str(khz)) for name in order]
         return writes
 

@@ -23,7 +23,8 @@ def make_cpufreq_tree(root: Path, cpus: int = 4, pstate: bool = True, boost: boo
         }
         for name, value in files.items():
             (policy / name).write_text(value + "\n")
-        (cpu / f"cpu{i}").mkdir(parents=True, exist_ok=True)
+        (cpu / f"cpu{i}" / "cpufreq").mkdir(parents=True, exist_ok=True)
+        (cpu / f"cpu{i}" / "cpufreq" / "scaling_cur_freq").write_text("2400000\n")
     if pstate:
         (cpu / "intel_pstate").mkdir(parents=True)
         (cpu / "intel_pstate" / "no_turbo").write_text("0\n")
@@ -36,3 +37,17 @@ def make_cpufreq_tree(root: Path, cpus: int = 4, pstate: bool = True, boost: boo
 def state(root: Path) -> dict[str, str]:
     """Every file of the simulated tree and its content."""
     return {str(p.relative_to(root)): p.read_text().strip() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def make_rapl(
+    root: Path, packages: int = 1, energy_uj: int = 1_000_000, max_range_uj: int = 262_143_328_850
+) -> list[Path]:
+    domains = []
+    for i in range(packages):
+        domain = root / "class/powercap" / f"intel-rapl:{i}"
+        (domain / f"intel-rapl:{i}:0").mkdir(parents=True)  # a core sub-domain: not counted twice
+        (domain / f"intel-rapl:{i}:0" / "energy_uj").write_text("5\n")
+        (domain / "energy_uj").write_text(f"{energy_uj}\n")
+        (domain / "max_energy_range_uj").write_text(f"{max_range_uj}\n")
+        domains.append(domain)
+    return domains

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -24,7 +23,9 @@ def test_set_and_read_back(tmp_path):
     hw.apply(freq_ghz=2.0, governor="performance", turbo=False)
     assert Governor(root).read()[f"{POLICY0}/scaling_governor"] == "performance"
     assert Frequency(root).read() == {
-        f"devices/system/cpu/cpufreq/policy{i}/{n}": "2000000" for i in range(4) for n in ("scaling_min_freq", "scaling_max_freq")
+        f"devices/system/cpu/cpufreq/policy{i}/{n}": "2000000"
+        for i in range(4)
+        for n in ("scaling_min_freq", "scaling_max_freq")
     }
     assert Turbo(root).is_on() is False and (root / "devices/system/cpu/intel_pstate/no_turbo").read_text() == "1"
     saved = json.loads(journal.read_text())
@@ -102,7 +103,9 @@ with HardwareSettings(Path(sys.argv[1]), Path(sys.argv[2])) as hw:
 
 
 def _start_child(root, journal):
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(journal)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root), str(journal)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout.readline().strip() == "applied"
     return child
 
@@ -140,8 +143,14 @@ def test_bench_hw_restore_command(tmp_path):
     child.kill()
     child.wait(timeout=30)
     env = os.environ | {"BENCH_HW_JOURNAL": str(journal)}
-    done = subprocess.run([sys.executable, "bench.py", "hw", "restore"], cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "bench.py", "hw", "restore"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "restored 13 hardware settings" in done.stdout + done.stderr
     assert state(root) == before
-

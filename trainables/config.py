@@ -15,6 +15,9 @@ import json
 import math
 from dataclasses import dataclass, fields
 
+from hwctl.cores import parse_cpu_list
+from hwctl.isa import ISA_CAPS
+
 DEFAULT_DATASET = "ThomasTheMaker/Arc-Corpus-sample"
 CHOICES = {
     "framework": ("torch",),
@@ -65,10 +68,17 @@ class TrialConfig:
     seed: int = 0
     dataset: str = DEFAULT_DATASET  # a Hugging Face dataset name or a local .txt/.json/.jsonl/.parquet/.csv file
     # system
-    threads: int | None = None  # auto: every core the trial may use
+    threads: int | None = None  # auto: `cores`
     interop_threads: int = 1
     pinning: str = "compact"
     allocator: str = "default"
+    # hardware (None: leave the machine as it is)
+    cores: int | None = None  # auto: threads when pinned, every core the trial may use when pinning=none
+    core_list: str | None = None  # explicit CPU ids, e.g. "0,2" or "0-3": overrides the pinning order
+    freq_ghz: float | None = None  # pins scaling_min_freq = scaling_max_freq (needs cpufreq and root)
+    governor: str | None = None
+    turbo: bool | None = None
+    isa: str | None = None  # cap the vector ISA the libraries may use (sse42, avx2, avx512, avx512_bf16, amx)
     # timing protocol
     warmup_steps: int | None = None  # auto: 2 eager, 3 compiled
     measure_steps: int | None = None  # auto: 10
@@ -103,7 +113,8 @@ class TrialConfig:
 
     def config_key(self) -> str:
         """Stable hash of what the trial measures (autos that depend on the node stay 'auto')."""
-        ident = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY}
+        # None (auto / leave alone) is left out, so adding an optional axis later keeps old keys valid
+        ident = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY and v is not None}
         blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -219,6 +230,21 @@ def validate(cfg: TrialConfig) -> TrialConfig:
             )
     if cfg.threads is not None:
         _check_range("threads", cfg.threads, 1)
+    if cfg.cores is not None:
+        _check_range("cores", cfg.cores, 1)
+    if cfg.core_list is not None:
+        try:
+            cpus = parse_cpu_list(cfg.core_list)
+        except ValueError:
+            raise ConfigError(f"core_list={cfg.core_list!r} is not a CPU list like '0,2' or '0-3'") from None
+        if not cpus or len(set(cpus)) != len(cpus):
+            raise ConfigError(f"core_list={cfg.core_list!r} must name distinct CPUs")
+        if cfg.cores is not None and cfg.cores != len(cpus):
+            raise ConfigError(f"cores={cfg.cores} disagrees with core_list={cfg.core_list!r} ({len(cpus)} CPUs)")
+    if cfg.freq_ghz is not None:
+        _check_range("freq_ghz", cfg.freq_ghz, 0.1, 10.0)
+    if cfg.isa is not None and cfg.isa not in ISA_CAPS:
+        raise ConfigError(f"unknown isa {cfg.isa!r} ({', '.join(ISA_CAPS)})")
     if cfg.memory_cap_mb is not None:
         _check_range("memory_cap_mb", cfg.memory_cap_mb, 64)
 

@@ -22,7 +22,11 @@ from pathlib import Path
 import psutil
 
 from hwctl.allocator import find_allocator, missing_reason
-from hwctl.cores import format_cpu_list, select_cpus
+from hwctl.control import ControlUnavailable, control_unavailable_reason
+from hwctl.cores import SYSFS_ROOT, format_cpu_list, parse_cpu_list, select_cpus
+from hwctl.isa import isa_environment, isa_unsupported_reason
+from hwctl.journal import DEFAULT_JOURNAL, HardwareSettings
+from hwctl.telemetry import FrequencySampler, load_average
 from trainables.config import TrialConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,33 +60,63 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def resolve_resources(cfg: TrialConfig, allowed_cpus: set[int]) -> tuple[int, list[int] | None]:
-    """(threads, the cpus to pin to or None) for this node."""
-    threads = cfg.threads if cfg.threads is not None else len(allowed_cpus)
-    if threads > len(allowed_cpus):
-        raise Unsupported(f"threads={threads} exceeds the {len(allowed_cpus)} cores available to this trial")
-    if cfg.pinning == "none":
-        return threads, None
-    return threads, select_cpus(threads, cfg.pinning, allowed=allowed_cpus)
+def resolve_resources(
+    cfg: TrialConfig, allowed_cpus: set[int], sysfs_root: Path = SYSFS_ROOT
+) -> tuple[int, list[int] | None]:
+    """(threads, the CPUs the worker is confined to, or None for no affinity) on this node."""
+    available = len(allowed_cpus)
+    if cfg.core_list is not None:
+        chosen = parse_cpu_list(cfg.core_list)
+        outside = sorted(set(chosen) - allowed_cpus)
+        if outside:
+            raise Unsupported(
+                f"core_list={cfg.core_list}: CPUs {format_cpu_list(outside)} are not available (available: {format_cpu_list(allowed_cpus)})"
+            )
+    else:
+        if cfg.cores is not None:
+            count, asked = cfg.cores, f"cores={cfg.cores}"
+        elif cfg.threads is not None and cfg.pinning != "none":
+            count, asked = cfg.threads, f"threads={cfg.threads}"
+        else:
+            count, asked = available, ""  # unpinned: the OS may use any core the trial has
+        if count > available:
+            raise Unsupported(f"{asked} exceeds the {available} cores available to this trial")
+        chosen = select_cpus(count, "compact" if cfg.pinning == "none" else cfg.pinning, sysfs_root, allowed_cpus)
+    threads = cfg.threads if cfg.threads is not None else len(chosen)
+    if threads > available:
+        raise Unsupported(f"threads={threads} exceeds the {available} cores available to this trial")
+    confined = cfg.pinning != "none" or cfg.core_list is not None or len(chosen) < available
+    return threads, (chosen if confined else None)
 
 
-def unsupported_reason(cfg: TrialConfig, allowed_cpus: set[int] | None = None) -> str | None:
+def hardware_settings(cfg: TrialConfig) -> dict:
+    return {k: getattr(cfg, k) for k in ("freq_ghz", "governor", "turbo") if getattr(cfg, k) is not None}
+
+
+def unsupported_reason(
+    cfg: TrialConfig, allowed_cpus: set[int] | None = None, sysfs_root: Path = SYSFS_ROOT
+) -> str | None:
     """Why this node cannot run the config as asked, or None: what plan validation checks up front."""
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
     try:
-        resolve_resources(cfg, allowed)
+        resolve_resources(cfg, allowed, sysfs_root)
     except (Unsupported, ValueError) as exc:
         return str(exc)
     if cfg.allocator != "default" and find_allocator(cfg.allocator) is None:
         return missing_reason(cfg.allocator)
-    return None
+    for setting, value in hardware_settings(cfg).items():
+        reason = control_unavailable_reason(setting, value, sysfs_root)
+        if reason:
+            return reason
+    return isa_unsupported_reason(cfg.isa) if cfg.isa else None
 
 
 def build_worker_env(cfg: TrialConfig, threads: int, cpus: list[int] | None, base_env: dict) -> dict[str, str]:
     env = {k: v for k, v in base_env.items() if k not in ("OMP_PROC_BIND", "OMP_PLACES", "LD_PRELOAD")}
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
-    if cpus is not None:
+    env.update(isa_environment(cfg.isa))
+    if cpus is not None and cfg.pinning != "none":
         # one OpenMP place per chosen core, threads bound to them in order
         env["OMP_PLACES"] = ",".join(f"{{{c}}}" for c in cpus)
         env["OMP_PROC_BIND"] = "spread" if cfg.pinning == "spread" else "close"
@@ -118,13 +152,18 @@ def run_trial(
     allowed_cpus: set[int] | None = None,
     worker_argv: tuple[str, ...] = WORKER_ARGV,
     poll_s: float = 0.25,
+    sysfs_root: Path = SYSFS_ROOT,
+    journal_path: Path = DEFAULT_JOURNAL,
 ) -> dict:
     """Run one validated config in a fresh worker process and return its flat result row."""
     row = base_row(cfg, cfg.config_key())
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
     try:
-        threads, cpus = resolve_resources(cfg, allowed)
+        threads, cpus = resolve_resources(cfg, allowed, sysfs_root)
         env = build_worker_env(cfg, threads, cpus, dict(os.environ))
+        reason = isa_unsupported_reason(cfg.isa) if cfg.isa else None
+        if reason:
+            raise Unsupported(reason)
     except Unsupported as exc:
         return row | {"status": "unsupported", "error": str(exc), "finished_at": now_iso()}
     memory_cap_mb = cfg.memory_cap_mb or int(psutil.virtual_memory().total / 2**20 * 0.9)
@@ -134,6 +173,28 @@ def run_trial(
         "memory_cap_mb": memory_cap_mb,
         "env": json.dumps(recorded_env(env)),
     }
+    sampler = FrequencySampler(cpus if cpus is not None else sorted(allowed), sysfs_root)
+    try:
+        with HardwareSettings(sysfs_root, journal_path) as hardware:
+            row["hw_settings_applied"] = json.dumps(hardware.apply(**hardware_settings(cfg)))
+            row["loadavg_before"] = load_average()
+            outcome, worker_result, tail = _spawn_worker(cfg, row, threads, cpus, env, data_dir, output_dir, worker_argv,
+                                                         memory_cap_mb, poll_s, sampler)  # fmt: skip
+            row["loadavg_after"] = load_average()
+    except ControlUnavailable as exc:
+        return row | {"status": "unsupported", "error": str(exc), "finished_at": now_iso()}
+    row |= worker_result | sampler.result()
+    row |= {"exit_code": outcome["exit_code"], "finished_at": now_iso(), "wall_s": outcome["wall_s"]}
+    if outcome["reason"] is not None:  # killed by us: that reason wins over anything the worker wrote
+        row |= {"status": outcome["status"], "error": outcome["reason"]}
+    elif not worker_result:
+        row |= {"status": "failed", "error": f"worker {describe_exit(outcome['exit_code'])}"}
+    if row["status"] != "ok" and tail.strip():
+        row["stderr_tail"] = tail
+    return row
+
+
+def _spawn_worker(cfg, row, threads, cpus, env, data_dir, output_dir, worker_argv, memory_cap_mb, poll_s, sampler):
     with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp:
         payload_path, result_path = Path(tmp) / "payload.json", Path(tmp) / "result.json"
         payload = {
@@ -148,25 +209,11 @@ def run_trial(
         payload_path.write_text(json.dumps(payload))
         stderr_path = Path(tmp) / "stderr.txt"
         with open(stderr_path, "wb") as stderr:
-            outcome = _watch(
-                [sys.executable, *worker_argv, str(payload_path), str(result_path)],
-                env,
-                stderr,
-                cfg.timeout_s,
-                memory_cap_mb,
-                poll_s,
-            )
+            argv = [sys.executable, *worker_argv, str(payload_path), str(result_path)]
+            outcome = _watch(argv, env, stderr, cfg.timeout_s, memory_cap_mb, poll_s, sampler.sample)
         tail = stderr_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
         worker_result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    row |= worker_result
-    row |= {"exit_code": outcome["exit_code"], "finished_at": now_iso(), "wall_s": outcome["wall_s"]}
-    if outcome["reason"] is not None:  # killed by us: that reason wins over anything the worker wrote
-        row |= {"status": outcome["status"], "error": outcome["reason"]}
-    elif not worker_result:
-        row |= {"status": "failed", "error": f"worker {describe_exit(outcome['exit_code'])}"}
-    if row["status"] != "ok" and tail.strip():
-        row["stderr_tail"] = tail
-    return row
+    return outcome, worker_result, tail
 
 
 def describe_exit(code: int) -> str:
@@ -189,7 +236,7 @@ def _tree_rss_mb(proc: psutil.Process) -> float:
     return total / 2**20
 
 
-def _watch(argv, env, stderr, timeout_s, memory_cap_mb, poll_s) -> dict:
+def _watch(argv, env, stderr, timeout_s, memory_cap_mb, poll_s, on_poll) -> dict:
     """Wait for the worker; kill it (and its children) past the timeout or the memory cap."""
     started = time.perf_counter()
     popen = subprocess.Popen(
@@ -205,6 +252,7 @@ def _watch(argv, env, stderr, timeout_s, memory_cap_mb, poll_s) -> dict:
             except subprocess.TimeoutExpired:
                 pass
             elapsed = time.perf_counter() - started
+            on_poll()
             rss = _tree_rss_mb(proc)
             if elapsed > timeout_s:
                 status, reason = "timeout", f"timeout: still running after {timeout_s:g} s, killed"

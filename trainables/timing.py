@@ -65,9 +65,10 @@ def _stats(prefix: str, values: list[float]) -> dict:
 
 
 def measure(
-    trainer, batches, *, grad_accum: int, warmup_steps: int, measure_steps: int, measure_seconds: float
+    trainer, batches, *, grad_accum: int, warmup_steps: int, measure_steps: int, measure_seconds: float, probe=None
 ) -> dict:
-    """Run the protocol; `batches` is a list of micro-batches reused cyclically."""
+    """Run the protocol; `batches` is a list of micro-batches reused cyclically. `probe` (start(), stop() -> dict,
+    e.g. an energy counter) brackets exactly the measured steps."""
 
     def micro_batches(step: int):
         return [batches[(step * grad_accum + i) % len(batches)] for i in range(grad_accum)]
@@ -79,8 +80,11 @@ def measure(
 
     gc.collect()
     gc.disable()
+    probed = {}
     try:
         first = 1 + warmup_steps
+        if probe is not None:
+            probe.start()
         started = time.perf_counter()
         while True:
             run_step(trainer, micro_batches(first + len(measured.total)), measured)
@@ -90,6 +94,8 @@ def measure(
                 measure_seconds > 0 and elapsed >= measure_seconds and done >= MIN_MEASURED_STEPS
             ):
                 break
+        if probe is not None:
+            probed = probe.stop()
     finally:
         gc.enable()
 
@@ -109,4 +115,4 @@ def measure(
         step_times_s=list(measured.total),
         timing_method=TIMING_METHOD,
     )
-    return result
+    return result | probed

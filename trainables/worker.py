@@ -72,6 +72,7 @@ def run(payload: dict) -> dict:
     import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s): count it as import time
 
     from hwctl.microbench import matmul_peak_gflops
+    from hwctl.telemetry import EnergyCounter
     from trainables.config import TrialConfig
     from trainables.dataset import prepare_tokens
     from trainables.flops import FLOPS_METHOD, flops_per_step
@@ -97,6 +98,7 @@ def run(payload: dict) -> dict:
     timing = measure(
         trainer,
         batches,
+        probe=EnergyCounter(),
         grad_accum=cfg.grad_accum,
         warmup_steps=cfg.warmup_steps,
         measure_steps=cfg.measure_steps,
@@ -122,6 +124,9 @@ def run(payload: dict) -> dict:
             "peak_method": peak["peak_method"],
             "peak_cached": peak["peak_cached"],
             "tokens_per_s": cfg.tokens_per_step / median,
+            "energy_per_step_j": timing["energy_j"] / timing["measure_steps_run"]
+            if timing["energy_j"] is not None
+            else None,
             "projected_10k_steps_s": 10_000 * median,
             # the first step's excess over a warm step: Inductor's compile time, or eager's cold start
             "compile_s": max(timing["time_to_first_step_s"] - median, 0.0),

@@ -1,0 +1,64 @@
+"""ISA caps: run a trial as if the CPU had fewer vector extensions, to show what AVX2 vs AVX-512 means.
+
+A cap sets the limits the libraries read when they load: ATen's kernel dispatch
+(ATEN_CPU_CAPABILITY), oneDNN's (ONEDNN_MAX_CPU_ISA) and MKL's (MKL_ENABLE_INSTRUCTIONS, which
+drives fp32 GEMM). A cap can only lower what the CPU has; asking for more is unsupported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# cap -> (CPU flags it needs, environment that imposes it)
+ISA_CAPS = {
+    "sse42": (
+        {"sse4_2"},
+        {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    ),
+    "avx2": (
+        {"avx2", "fma"},
+        {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    ),
+    "avx512": (
+        {"avx512f", "avx512bw", "avx512vl", "avx512dq"},
+        {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+    ),
+    "avx512_bf16": (
+        {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"},
+        {
+            "ATEN_CPU_CAPABILITY": "avx512",
+            "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+        },
+    ),
+    "amx": (
+        {"avx512f", "amx_tile", "amx_bf16"},
+        {
+            "ATEN_CPU_CAPABILITY": "avx512",
+            "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX512_E4",
+        },
+    ),
+}
+
+
+def cpu_flags(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> set[str]:
+    try:
+        for line in cpuinfo_path.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def isa_unsupported_reason(isa: str, flags: set[str] | None = None) -> str | None:
+    needed, _ = ISA_CAPS[isa]
+    missing = needed - (cpu_flags() if flags is None else flags)
+    if missing:
+        return f"isa={isa}: this CPU lacks {', '.join(sorted(missing))}"
+    return None
+
+
+def isa_environment(isa: str | None) -> dict[str, str]:
+    return dict(ISA_CAPS[isa][1]) if isa else {}
