@@ -16,17 +16,20 @@ problem of a plan is collected before anything runs, each named with its study a
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from hwctl.control import Frequency, Governor
+from hwctl.cores import SYSFS_ROOT
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, build_config
 from trainables.launcher import unsupported_reason
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
 PLAN_KEYS = {"name", "description", "baseline", "studies"}
-STUDY_KEYS = {"name", "axis", "values", "axes", "description"}
+STUDY_KEYS = {"name", "axis", "values", "axes", "description", "skip_unsupported"}
 MAX_GRID_AXES = 3
 
 
@@ -62,6 +65,7 @@ class Plan:
     studies: list[dict]
     trials: list[Trial] = field(default_factory=list)
     description: str = ""
+    skipped: list[str] = field(default_factory=list)  # studies or points this machine cannot run (skip_unsupported)
 
 
 def resolve_plan_path(name_or_path: str) -> Path:
@@ -75,7 +79,13 @@ def available_plans() -> list[str]:
     return sorted(p.stem for p in PLANS_DIR.glob("*.yaml"))
 
 
-def load_plan(name_or_path: str, *, record_unsupported: bool = False, allowed_cpus: set[int] | None = None) -> Plan:
+def load_plan(
+    name_or_path: str,
+    *,
+    record_unsupported: bool = False,
+    allowed_cpus: set[int] | None = None,
+    sysfs_root: Path = SYSFS_ROOT,
+) -> Plan:
     path = resolve_plan_path(name_or_path)
     if not path.exists():
         raise PlanError(str(path), [f"no such plan file (shipped plans: {', '.join(available_plans())})"])
@@ -83,7 +93,38 @@ def load_plan(name_or_path: str, *, record_unsupported: bool = False, allowed_cp
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise PlanError(str(path), [f"not valid YAML: {exc}"]) from None
-    return expand_plan(document, str(path), record_unsupported=record_unsupported, allowed_cpus=allowed_cpus)
+    return expand_plan(
+        document, str(path), record_unsupported=record_unsupported, allowed_cpus=allowed_cpus, sysfs_root=sysfs_root
+    )
+
+
+class UnknownRange(ValueError):
+    """A typo in a value range is always an error, even in a study that may be skipped."""
+
+
+def machine_values(axis: str, spec: str, allowed_cpus: set[int], sysfs_root: Path) -> list:
+    """Values that depend on the machine: '1..all' / 'pow2..all' cores, 'min..max' frequencies
+    (0.4 GHz steps), 'available' governors. Raises ValueError with the reason when there are none."""
+    count = len(allowed_cpus)
+    if spec == "1..all" and axis in ("cores", "threads"):
+        return list(range(1, count + 1))
+    if spec == "pow2..all" and axis in ("cores", "threads"):
+        return sorted({2**i for i in range(count.bit_length()) if 2**i < count} | {count})
+    if spec == "min..max" and axis == "freq_ghz":
+        steps = Frequency(sysfs_root).steps_ghz()
+        if not steps:
+            raise ValueError(
+                Frequency(sysfs_root).unavailable_reason() or "cpuinfo_min_freq/cpuinfo_max_freq not readable"
+            )
+        return steps
+    if spec == "available" and axis == "governor":
+        governors = Governor(sysfs_root).available_values()
+        if not governors:
+            raise ValueError(Governor(sysfs_root).unavailable_reason() or "no scaling_available_governors")
+        return governors
+    raise UnknownRange(
+        f"unknown value range {spec!r} for {axis} (1..all and pow2..all for cores/threads, min..max for freq_ghz, available for governor)"
+    )
 
 
 def _study_points(study: dict, where: str, problems: list[str]) -> list[dict]:
@@ -103,6 +144,10 @@ def _study_points(study: dict, where: str, problems: list[str]) -> list[dict]:
         if len(axes) > MAX_GRID_AXES:
             problems.append(f"{where}: key 'axes': {len(axes)} axes; a study grids at most {MAX_GRID_AXES}")
             return []
+    return _product(axes, where, problems)
+
+
+def _product(axes: dict, where: str, problems: list[str]) -> list[dict]:
     ok = True
     for axis, values in axes.items():
         if axis not in FIELD_TYPES:
@@ -121,7 +166,12 @@ def _study_points(study: dict, where: str, problems: list[str]) -> list[dict]:
 
 
 def expand_plan(
-    document, source: str, *, record_unsupported: bool = False, allowed_cpus: set[int] | None = None
+    document,
+    source: str,
+    *,
+    record_unsupported: bool = False,
+    allowed_cpus: set[int] | None = None,
+    sysfs_root: Path = SYSFS_ROOT,
 ) -> Plan:
     problems: list[str] = []
     if not isinstance(document, dict):
@@ -143,7 +193,9 @@ def expand_plan(
         studies = []
 
     trials: list[Trial] = []
+    skipped: list[str] = []
     seen: set[str] = set()
+    allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
     for index, study in enumerate(studies):
         if not isinstance(study, dict) or not isinstance(study.get("name"), str):
             problems.append(f"study #{index + 1}: must be a mapping with a 'name'")
@@ -154,6 +206,15 @@ def expand_plan(
         seen.add(study["name"])
         for key in sorted(set(study) - STUDY_KEYS):
             problems.append(f"{where}: key '{key}': unknown (allowed: {', '.join(sorted(STUDY_KEYS))})")
+        study = dict(study)
+        try:
+            _expand_machine_values(study, allowed, sysfs_root)
+        except ValueError as exc:
+            if study.get("skip_unsupported") and not isinstance(exc, UnknownRange):
+                skipped.append(f"{where}: skipped: {exc}")
+                continue
+            problems.append(f"{where}: {exc}")
+            continue
         for point in _study_points(study, where, problems):
             values = {k: v for k, v in baseline.items() if k in FIELD_TYPES} | point
             label = " ".join(f"{k}={v}" for k, v in point.items())
@@ -165,7 +226,10 @@ def expand_plan(
             if any(t.study == study["name"] and t.config_key == cfg.config_key() for t in trials):
                 problems.append(f"{where}: point {label}: the same config as another point of this study")
                 continue
-            reason = unsupported_reason(cfg, allowed_cpus)
+            reason = unsupported_reason(cfg, allowed, sysfs_root)
+            if reason and study.get("skip_unsupported"):
+                skipped.append(f"{where}: point {label} skipped: {reason}")
+                continue
             if reason and not record_unsupported:
                 problems.append(
                     f"{where}: point {label}: this machine cannot run it: {reason} (--record-unsupported records it instead)"
@@ -173,4 +237,15 @@ def expand_plan(
             trials.append(Trial(study["name"], point, cfg, reason))
     if problems:
         raise PlanError(source, problems)
-    return Plan(name, source, baseline, studies, trials, document.get("description", ""))
+    return Plan(name, source, baseline, studies, trials, document.get("description", ""), skipped)
+
+
+def _expand_machine_values(study: dict, allowed: set[int], sysfs_root: Path) -> None:
+    """Replace string value ranges ('1..all', 'min..max', ...) by this machine's values, in place."""
+    if isinstance(study.get("values"), str) and "axis" in study:
+        study["values"] = machine_values(study["axis"], study["values"], allowed, sysfs_root)
+    if isinstance(study.get("axes"), dict):
+        study["axes"] = {
+            axis: machine_values(axis, values, allowed, sysfs_root) if isinstance(values, str) else values
+            for axis, values in study["axes"].items()
+        }

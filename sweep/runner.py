@@ -22,6 +22,7 @@ from pathlib import Path
 from hwctl.fingerprint import host_fingerprint
 from sweep.plan import Plan, Trial
 from sweep.store import Store
+from sweep.summary import skipped_text
 from trainables.config import TrialConfig
 from trainables.launcher import DATA_DIR, OUTPUT_DIR, base_row, now_iso, run_trial
 
@@ -284,7 +285,7 @@ def run_sweep(
         write_manifest(result_dir, sweep_id, plan, "running")
     sweep = SweepRun(sweep_id, plan, store, quiet=quiet)
     if not quiet:
-        print(f"sweep {sweep_id}: {len(plan.trials)} trials, {len(sweep.done)} already in {store.root}")
+        print(f"sweep {sweep_id}: {len(plan.trials)} trials, {len(sweep.done)} already in {store.root}{skipped_text(plan)}")
     for i in sweep.missing():  # recorded, not run: this node cannot honour them
         trial = plan.trials[i]
         if trial.unsupported:

@@ -33,7 +33,14 @@ def plan_table(plan: Plan) -> str:
     header = (
         f"plan {plan.name} ({plan.source}): {len(plan.trials)} trials in {len({t.study for t in plan.trials})} studies"
     )
-    return header + "\n" + format_table(["#", "study", "point", "config_key", "unsupported"], rows)
+    text = header + "\n" + format_table(["#", "study", "point", "config_key", "unsupported"], rows)
+    return text + skipped_text(plan)
+
+
+def skipped_text(plan: Plan) -> str:
+    if not plan.skipped:
+        return ""
+    return "\nskipped on this machine (skip_unsupported):\n" + "\n".join(f"  - {s}" for s in plan.skipped)
 
 
 def study_summary(store: Store, sweep_id: str) -> str:

@@ -136,3 +136,42 @@ def test_cli_prints_the_trials():
     )
     assert done.returncode == 0
     assert "4 trials in 2 studies" in done.stdout and "attention=sliding" in done.stdout
+
+
+def test_machine_value_ranges(tmp_path):
+    from tests.simsysfs import make_cpufreq_tree
+
+    root = make_cpufreq_tree(tmp_path / "sys", cpus=6)
+    document = plan(
+        {"name": "cores", "axis": "cores", "values": "1..all"},
+        {"name": "pow2", "axis": "threads", "values": "pow2..all"},
+        {"name": "freq", "axis": "freq_ghz", "values": "min..max"},
+        {"name": "gov", "axis": "governor", "values": "available"},
+    )
+    p = expand_plan(document, "x", allowed_cpus=set(range(6)), sysfs_root=root)
+    values = lambda study, key: [t.point[key] for t in p.trials if t.study == study]  # noqa: E731
+    assert values("cores", "cores") == [1, 2, 3, 4, 5, 6]
+    assert values("pow2", "threads") == [1, 2, 4, 6]
+    assert values("freq", "freq_ghz") == [0.8, 1.2, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6]
+    assert values("gov", "governor") == ["performance", "powersave"]
+
+
+def test_hardware_studies_are_skipped_where_not_controllable(tmp_path):
+    empty = tmp_path / "sys"
+    (empty / "devices/system/cpu").mkdir(parents=True)
+    document = plan(
+        {"name": "width", "axis": "width", "values": [32]},
+        {"name": "freq", "axis": "freq_ghz", "values": "min..max", "skip_unsupported": True},
+        {"name": "turbo", "axis": "turbo", "values": [False, True], "skip_unsupported": True},
+    )
+    p = expand_plan(document, "x", sysfs_root=empty)
+    assert [t.study for t in p.trials] == ["width"]
+    assert p.skipped[0] == f"study 'freq': skipped: freq_ghz: no cpufreq policy in {empty}/devices/system/cpu/cpufreq"
+    assert len(p.skipped) == 3 and "point turbo=False skipped: turbo: neither" in p.skipped[1]
+    # without skip_unsupported the same study is an error, and a typo in a range always is
+    assert (
+        "study 'freq': freq_ghz: no cpufreq policy"
+        in problems_of(plan({"name": "freq", "axis": "freq_ghz", "values": "min..max"}), sysfs_root=empty)[0]
+    )
+    typo = plan({"name": "c", "axis": "cores", "values": "1..al", "skip_unsupported": True})
+    assert "unknown value range '1..al' for cores" in problems_of(typo)[0]
