@@ -135,7 +135,8 @@ def cmd_hw(args) -> int:
     if args.action == "restore":
         print(restore_pending() or "nothing to restore: no hardware setting is left changed")
         return 0
-    from hwctl.fingerprint import format_fingerprint, full_fingerprint
+    from hwctl.fingerprint import full_fingerprint
+    from hwctl.fingerprint_text import format_fingerprint
     from hwctl.microbench import measure_host_peaks
     from trainables.launcher import DATA_DIR
 

@@ -16,18 +16,20 @@ import hashlib
 import json
 import platform
 import socket
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
-from hwctl.cores import SYSFS_ROOT, format_cpu_list, parse_cpu_list, read_topology
+from hwctl.cores import SYSFS_ROOT, parse_cpu_list, read_topology
 
 PROC_ROOT = Path("/proc")
-ISA_FLAGS = (
+ISA_FLAGS_X86 = (
     "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
     "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
-    # aarch64 spells its features in the "Features" line: NEON, SVE, bf16 and int8 matmul
-    "asimd", "sve", "sve2", "bf16", "i8mm",
 )  # fmt: skip
+# aarch64 lists its features in the "Features" line: NEON, SVE, bf16 and int8 matmul
+ISA_FLAGS_ARM = ("asimd", "sve", "sve2", "bf16", "i8mm")
+ISA_FLAGS = ISA_FLAGS_X86 + ISA_FLAGS_ARM
 VERSIONED_PACKAGES = ("torch", "numpy", "ray", "jax")
 
 
@@ -53,10 +55,9 @@ def _read(path: Path) -> str | None:
 
 
 def _read_int(path: Path) -> int | None:
-    text = _read(path)
     try:
-        return int(text) if text is not None else None
-    except ValueError:
+        return int(_read(path))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         return None
 
 
@@ -78,6 +79,17 @@ def meminfo_kb(text: str) -> dict[str, int]:
     return values
 
 
+def cpu_ranges(cpus) -> str:
+    """[0, 1, 2, 3, 8] -> '0-3,8' (sysfs's own spelling)."""
+    runs: list[list[int]] = []
+    for cpu in sorted(set(cpus)):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
 def _size_kb(text: str) -> int | None:
     units = {"K": 1, "M": 1024, "G": 1024**2}
     text = text.strip().upper()
@@ -91,28 +103,27 @@ def read_cpu(proc_root: Path) -> dict:
     info = cpuinfo_fields(_read(proc_root / "cpuinfo") or "")
     # aarch64 has "Features" and no "model name"
     flags = set((info.get("flags") or info.get("Features") or "").split())
+    relevant = ISA_FLAGS_ARM if platform.machine() in ("aarch64", "arm64") else ISA_FLAGS_X86
     return {
         "vendor": info.get("vendor_id") or info.get("CPU implementer"),
         "model": info.get("model name") or platform.processor() or None,
         "source": str(proc_root / "cpuinfo"),
         "arch": platform.machine(),
         "isa": [f for f in ISA_FLAGS if f in flags],
-        "isa_missing": [f for f in ISA_FLAGS if f not in flags],
+        "isa_missing": [f for f in relevant if f not in flags],
     }
 
 
 def read_cpu_topology(sysfs_root: Path) -> dict:
     cpus = read_topology(sysfs_root, allowed=None)
-    per_core: dict[tuple[int, int], int] = {}
-    for c in cpus:
-        per_core[(c.package, c.core)] = per_core.get((c.package, c.core), 0) + 1
+    per_core = Counter((c.package, c.core) for c in cpus)
     return {
         "sockets": len({c.package for c in cpus}),
         "physical_cores": len(per_core),
         "logical_cores": len(cpus),
         "threads_per_core": max(per_core.values(), default=None),
         "smt_active": {"1": True, "0": False}.get(_read(sysfs_root / "devices/system/cpu/smt/active") or ""),
-        "cpus": format_cpu_list(c.cpu for c in cpus),
+        "cpus": cpu_ranges(c.cpu for c in cpus),
     }
 
 
@@ -125,12 +136,8 @@ def read_numa(sysfs_root: Path) -> dict:
     for d in dirs:
         memory = meminfo_kb(_read(d / "meminfo") or "")
         cpus = parse_cpu_list(_read(d / "cpulist") or "")
-        nodes.append({"node": int(d.name[4:]), "cpus": format_cpu_list(cpus), "memory_kb": memory.get("MemTotal")})
+        nodes.append({"node": int(d.name[4:]), "cpus": cpu_ranges(cpus), "memory_kb": memory.get("MemTotal")})
     return {"available": True, "nodes": nodes}
-
-
-def _cache_name(level: int, kind: str) -> str:
-    return f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")
 
 
 def read_caches(sysfs_root: Path) -> dict:
@@ -142,11 +149,12 @@ def read_caches(sysfs_root: Path) -> dict:
         shared = _read(index / "shared_cpu_list")
         if level is None or kind is None or size is None or shared is None:
             continue
-        cpus = format_cpu_list(parse_cpu_list(shared))
+        cpus = cpu_ranges(parse_cpu_list(shared))
         seen.setdefault((level, kind, cpus), {"size_kb": _size_kb(size), "cpus": cpus})
     caches: dict[str, dict] = {}
-    for (level, kind, _), instance in sorted(seen.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[1]["cpus"])):
-        entry = caches.setdefault(_cache_name(level, kind), {"level": level, "type": kind, "instances": []})
+    for (level, kind, _), instance in sorted(seen.items(), key=lambda kv: (kv[0][:2], parse_cpu_list(kv[0][2]))):
+        name = f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")
+        entry = caches.setdefault(name, {"level": level, "type": kind, "instances": []})
         entry["instances"].append(instance)
     for entry in caches.values():
         # hybrid CPUs have instances of different sizes: the largest is the one to compare machines by
@@ -161,22 +169,16 @@ def read_cpufreq(sysfs_root: Path) -> dict:
     dirs = sorted(base.glob("policy[0-9]*"), key=lambda p: int(p.name[6:]))
     if not dirs:
         return {"available": False, "reason": f"no cpufreq policy in {base}"}
+    files = {"driver": "scaling_driver", "governor": "scaling_governor", "cpuinfo_min_khz": "cpuinfo_min_freq",
+             "cpuinfo_max_khz": "cpuinfo_max_freq", "scaling_min_khz": "scaling_min_freq",
+             "scaling_max_khz": "scaling_max_freq", "base_khz": "base_frequency"}  # fmt: skip
     policies = []
     for d in dirs:
-        policies.append(
-            {
-                "policy": d.name,
-                "cpus": _read(d / "related_cpus") or _read(d / "affected_cpus"),
-                "driver": _read(d / "scaling_driver"),
-                "governor": _read(d / "scaling_governor"),
-                "available_governors": (_read(d / "scaling_available_governors") or "").split() or None,
-                "cpuinfo_min_khz": _read_int(d / "cpuinfo_min_freq"),
-                "cpuinfo_max_khz": _read_int(d / "cpuinfo_max_freq"),
-                "scaling_min_khz": _read_int(d / "scaling_min_freq"),
-                "scaling_max_khz": _read_int(d / "scaling_max_freq"),
-                "base_khz": _read_int(d / "base_frequency"),
-            }
-        )
+        policy = {"policy": d.name, "cpus": _read(d / "related_cpus") or _read(d / "affected_cpus")}
+        for key, name in files.items():
+            policy[key] = _read_int(d / name) if key.endswith("_khz") else _read(d / name)
+        policy["available_governors"] = (_read(d / "scaling_available_governors") or "").split() or None
+        policies.append(policy)
 
     def summary(key, pick):
         values = [p[key] for p in policies if p[key] is not None]
@@ -210,7 +212,7 @@ def read_turbo(sysfs_root: Path) -> dict:
     per_policy = [v for v in (_read(p / "boost") for p in cpu_dir.glob("cpufreq/policy[0-9]*/boost")) if v]
     if per_policy:
         return {"available": True, "enabled": all(v == "1" for v in per_policy), "control": "cpufreq/policy*/boost"}
-    reason = f"none of {cpu_dir}/intel_pstate/no_turbo, {cpu_dir}/cpufreq/boost, cpufreq/policy*/boost exists"
+    reason = f"none of intel_pstate/no_turbo, cpufreq/boost, cpufreq/policy*/boost exists in {cpu_dir}"
     return {"available": False, "enabled": None, "reason": reason}
 
 
@@ -228,21 +230,17 @@ def read_rapl(sysfs_root: Path) -> dict:
     return result
 
 
-def read_memory(proc_root: Path) -> dict:
-    total = meminfo_kb(_read(proc_root / "meminfo") or "").get("MemTotal")
-    return {"total_kb": total, "total_gib": round(total / 2**20, 1) if total else None}
-
-
 # ---- the two views ----------------------------------------------------------------------------
 def hardware_fingerprint(sysfs_root: Path = SYSFS_ROOT, proc_root: Path = PROC_ROOT) -> dict:
     """Everything cheap: sysfs, /proc and package metadata; no imports of numpy or torch."""
+    memory_kb = meminfo_kb(_read(proc_root / "meminfo") or "").get("MemTotal")
     return {
         "host": socket.gethostname(),
         "cpu": read_cpu(proc_root),
         "topology": read_cpu_topology(sysfs_root),
         "numa": read_numa(sysfs_root),
         "caches": read_caches(sysfs_root),
-        "memory": read_memory(proc_root),
+        "memory": {"total_kb": memory_kb, "total_gib": round(memory_kb / 2**20, 1) if memory_kb else None},
         "kernel": _read(proc_root / "sys/kernel/osrelease") or platform.release(),
         "cpufreq": read_cpufreq(sysfs_root),
         "turbo": read_turbo(sysfs_root),
@@ -258,14 +256,10 @@ def _py_cpuinfo() -> dict:
     except ImportError:
         return {}
     info = cpuinfo.get_cpu_info()  # ~1 s: it runs CPUID in a child interpreter
-    return {
-        "brand": info.get("brand_raw"),
-        "vendor": info.get("vendor_id_raw"),
-        "family": info.get("family"),
-        "model_number": info.get("model"),
-        "stepping": info.get("stepping"),
-        "advertised_hz": (info.get("hz_advertised") or [None])[0],
-        "version": info.get("cpuinfo_version_string"),
+    names = {"brand": "brand_raw", "vendor": "vendor_id_raw", "family": "family", "model_number": "model",
+             "stepping": "stepping", "version": "cpuinfo_version_string"}  # fmt: skip
+    return {key: info.get(name) for key, name in names.items()} | {
+        "advertised_hz": (info.get("hz_advertised") or [None])[0]
     }
 
 
@@ -290,16 +284,7 @@ def _software_probes() -> dict:
         probes["torch_mkldnn"] = torch.backends.mkldnn.is_available()
         probes["torch_threads"] = torch.get_num_threads()
     pools = threadpoolctl.threadpool_info()
-    keep = (
-        "user_api",
-        "internal_api",
-        "prefix",
-        "version",
-        "num_threads",
-        "threading_layer",
-        "architecture",
-        "filepath",
-    )
+    keep = ("user_api", "internal_api", "prefix", "version", "num_threads", "threading_layer", "architecture", "filepath")  # fmt: skip
     probes["threadpools"] = [{k: p.get(k) for k in keep} for p in pools]
     probes["blas"] = blas_libraries(pools)
     return probes
@@ -370,7 +355,7 @@ def host_fingerprint(sysfs_root: Path = SYSFS_ROOT, cpuinfo_path: Path = Path("/
         "hw_l1d_kb": caches.get("L1d", {}).get("size_kb"),
         "hw_l2_kb": caches.get("L2", {}).get("size_kb"),
         "hw_l3_kb": caches.get("L3", {}).get("size_kb"),
-        "hw_memory_gb": round(fp["memory"]["total_kb"] * 1024 / 1e9, 1) if fp["memory"]["total_kb"] else None,
+        "hw_memory_gb": fp["memory"]["total_gib"],  # GiB, as peak_rss_mb is MiB
         "hw_isa": ",".join(cpu["isa"]),
         "hw_kernel": fp["kernel"],
         "hw_cpufreq_driver": cpufreq.get("driver"),
@@ -387,77 +372,3 @@ def host_fingerprint(sysfs_root: Path = SYSFS_ROOT, cpuinfo_path: Path = Path("/
 
 
 # ---- text for a terminal ----------------------------------------------------------------------
-def _size(kb: int | None) -> str:
-    if kb is None:
-        return "?"
-    return f"{kb // 1024} MiB" if kb >= 1024 and kb % 1024 == 0 else f"{kb} KiB"
-
-
-def _ghz(khz: int | None) -> str:
-    return f"{khz / 1e6:.2f} GHz" if khz else "?"
-
-
-def _unavailable(section: dict) -> str:
-    return f"unavailable ({section.get('reason', 'unknown reason')})"
-
-
-def format_fingerprint(fp: dict) -> str:
-    cpu, topo, sw = fp["cpu"], fp["topology"], fp["software"]
-    extra = cpu.get("py_cpuinfo") or {}
-    cpu_line = f"{cpu.get('display') or cpu['model']} ({cpu['vendor']}, {cpu['arch']}"
-    if extra.get("family") is not None:
-        cpu_line += f", family {extra['family']} model {extra['model_number']} stepping {extra['stepping']}"
-    if extra.get("advertised_hz"):
-        cpu_line += f", {extra['advertised_hz'] / 1e9:.2f} GHz advertised"
-    smt = f"SMT {topo['threads_per_core']} thread(s)/core" + (" (off)" if topo["smt_active"] is False else "")
-    lines = [
-        ("host", f"{fp['host']}  fingerprint {fp.get('fingerprint_id') or fingerprint_id(fp)}"),
-        ("cpu", cpu_line + ")"),
-        ("topology", f"{topo['sockets']} socket(s), {topo['physical_cores']} physical cores, "
-                     f"{topo['logical_cores']} logical CPUs ({topo['cpus']}), {smt}"),
-    ]  # fmt: skip
-    numa = fp["numa"]
-    for node in numa["nodes"]:
-        memory = f"{node['memory_kb'] / 2**20:.1f} GiB" if node["memory_kb"] else "memory ?"
-        lines.append(("numa" if node is numa["nodes"][0] else "", f"node{node['node']}: cpus {node['cpus']}, {memory}"))
-    if not numa["available"]:
-        lines.append(("numa", _unavailable(numa)))
-    for name, cache in fp["caches"].items():
-        shared = sorted({i["cpus"] for i in cache["instances"]}, key=lambda s: parse_cpu_list(s)[:1])
-        lines.append(("caches" if name == next(iter(fp["caches"])) else "",
-                      f"{name:<3} {_size(cache['size_kb'])} x{cache['count']}, shared by cpus {' | '.join(shared)}"))  # fmt: skip
-    if not fp["caches"]:
-        lines.append(("caches", "unavailable (no cache/index* in sysfs)"))
-    lines.append(("isa", " ".join(cpu["isa"]) or "none of the listed"))
-    lines.append(("", "missing: " + (" ".join(cpu["isa_missing"]) or "none")))
-    lines.append(("memory", f"{fp['memory']['total_gib']} GiB total"))
-    lines.append(("kernel", fp["kernel"]))
-    freq = fp["cpufreq"]
-    if freq["available"]:
-        lines.append(("cpufreq", f"driver {freq['driver']}, governor {freq['governor']}, "
-                                 f"{_ghz(freq['min_khz'])} .. {_ghz(freq['max_khz'])} (base {_ghz(freq['base_khz'])}), "
-                                 f"scaling {_ghz(freq['scaling_min_khz'])} .. {_ghz(freq['scaling_max_khz'])}, "
-                                 f"{len(freq['policies'])} policies"))  # fmt: skip
-    else:
-        lines.append(("cpufreq", _unavailable(freq)))
-    turbo = fp["turbo"]
-    lines.append(("turbo", _unavailable(turbo) if not turbo["available"]
-                  else f"{'on' if turbo['enabled'] else 'off'} ({turbo['control']})"))  # fmt: skip
-    rapl = fp["rapl"]
-    rapl_text = ", ".join(
-        f"{d['name'] or d['zone']}{'' if d['readable'] else ' (unreadable)'}" for d in rapl["domains"]
-    )
-    lines.append(("rapl", rapl_text if rapl["available"] else _unavailable(rapl)))
-    torch_text = "not installed"
-    if sw["torch"]:
-        torch_text = f"{sw['torch']}, cpu capability {sw.get('torch_cpu_capability')}, BLAS {sw.get('torch_blas')}"
-    lines.append(("torch", torch_text))
-    for package in ("numpy", "jax", "ray"):
-        lines.append((package, sw[package] or "not installed"))
-    lines.append(("python", sw["python"]))
-    for i, pool in enumerate(sw.get("threadpools", [])):
-        detail = ", ".join(str(pool[k]) for k in ("threading_layer", "architecture") if pool.get(k))
-        text = f"{pool['internal_api']} {pool['version'] or ''} ({pool['user_api']}, {pool['num_threads']} threads"
-        lines.append(("threadpools" if i == 0 else "", f"{text}{', ' + detail if detail else ''}) {pool['prefix']}"))
-    width = max(len(label) for label, _ in lines)
-    return "\n".join(f"{label:<{width}}  {text}" for label, text in lines)

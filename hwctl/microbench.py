@@ -1,74 +1,273 @@
-"""Measured peaks that efficiency figures divide by: the fp32 matmul peak per thread count.
+"""Measured peaks that efficiency figures divide by: matmul GFLOP/s (fp32, bf16) and triad memory
+bandwidth, per thread count.
 
-The peak is the best GFLOP/s of square torch.mm calls over a few sizes, in the calling process
-(so with its threads, affinity and allocator). It is cached per host, CPU, torch build and
-thread count in a small JSON file, so only the first trial of a kind pays for it.
+Everything is measured in the calling process, so with its threads, affinity and allocator, and
+cached in `cache_dir/host_peaks.json`. The file holds one section per host + fingerprint id
+(fingerprint.py: CPU, cores, ISA, kernel, torch, memory, cpufreq limits, governor, turbo), so a
+changed machine or setting measures again while the old figures stay for the old fingerprint. Within
+a section an entry is keyed by what the measuring process adds: figure, dtype, threads, the number of
+CPUs it may run on (a trial is pinned), torch's CPU capability (ATEN_CPU_CAPABILITY caps it) and the
+oneDNN/MKL ISA caps when set.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import platform
 import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-PEAK_METHOD = "best of 5 x torch.mm fp32 square n in (512, 1024, 2048), 2n^3 FLOPs each, in the trial's process"
-SIZES = (512, 1024, 2048)
-REPEATS = 5
+from hwctl.cores import SYSFS_ROOT
+from hwctl.fingerprint import PROC_ROOT, host_fingerprint, meminfo_kb, read_caches
+
+CACHE_FILE = "host_peaks.json"
+MATMUL_SIZES = (512, 1024, 2048)
+MATMUL_REPEATS = 5
+# one 2048^3 fp32 call takes ~0.16 s on one thread here: a budget per size keeps a thread count well
+# under 2 s; the best call, not the mean, is the peak, so fewer calls on the big size cost little
+MATMUL_SECONDS_PER_SIZE = 0.15
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+DTYPE_LABELS = {"float32": "fp32", "bfloat16": "bf16"}
+TRIAD_MIN_ARRAY_BYTES = 64 * 2**20
+TRIAD_REPEATS = 10
+# ISA caps a trial may set besides ATEN_CPU_CAPABILITY (which the capability in the key reflects):
+# oneDNN runs the bf16 matmuls, MKL the fp32 ones
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def matmul_method(dtype_name: str) -> str:
+    return (
+        f"best GFLOP/s of torch.mm {dtype_name} square n in {MATMUL_SIZES} (2n^3 FLOPs), after one warm-up call, "
+        f"up to {MATMUL_REPEATS} calls or {MATMUL_SECONDS_PER_SIZE} s per n, in the measuring process"
+    )
 
 
-def measure_matmul_peak_gflops(dtype_name: str = "float32") -> float:
+def triad_method(array_bytes: int) -> str:
+    return (
+        f"best of {TRIAD_REPEATS} torch.add(b, c, alpha=s, out=a) float32, 3 arrays x {array_bytes // 2**20} MiB "
+        "(4x all last-level cache, 64 MiB at least, RAM/16 at most), counted as 3 x 4 B per element (STREAM triad: write-allocate not counted)"
+    )
+
+
+# ---- what is and is not measurable --------------------------------------------------------------
+def bf16_unsupported_reason(isa: str) -> str | None:
+    """Without native bf16 the CPU converts and runs fp32 kernels: a "bf16 peak" would be meaningless."""
+    if any(flag in isa.split(",") for flag in BF16_FLAGS):
+        return None
+    return f"unsupported: the CPU has none of {', '.join(BF16_FLAGS)} (cpuinfo flags)"
+
+
+def _unsupported(dtype_name: str) -> str | None:
+    if dtype_name not in DTYPE_LABELS:
+        raise ValueError(f"dtype_name={dtype_name!r}: allowed are {', '.join(DTYPE_LABELS)}")
+    return bf16_unsupported_reason(host_fingerprint()["hw_isa"]) if dtype_name == "bfloat16" else None
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
     import torch
 
-    dtype = getattr(torch, dtype_name)
-    best = 0.0
-    for n in SIZES:
-        a = torch.randn(n, n).to(dtype)
-        b = torch.randn(n, n).to(dtype)
-        torch.mm(a, b)  # first call: allocations and kernel selection
-        for _ in range(REPEATS):
-            start = time.perf_counter()
-            torch.mm(a, b)
-            elapsed = time.perf_counter() - start
-            best = max(best, 2 * n**3 / elapsed / 1e9)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- the kernels --------------------------------------------------------------------------------
+def measure_matmul_peak_gflops(dtype_name: str = "float32", threads: int | None = None) -> float:
+    """Best GFLOP/s of square torch.mm (threads=None: the process's current torch threads)."""
+    with _torch_threads(threads) as torch:
+        dtype = getattr(torch, dtype_name)
+        best = 0.0
+        for n in MATMUL_SIZES:
+            a = torch.randn(n, n).to(dtype)
+            b = torch.randn(n, n).to(dtype)
+            product = torch.mm(a, b)  # first call: allocations and kernel selection
+            if dtype != torch.float32 and n == MATMUL_SIZES[0]:
+                _check_against_fp32(torch, a, b, product)
+            spent = 0.0
+            for _ in range(MATMUL_REPEATS):
+                start = time.perf_counter()
+                torch.mm(a, b)
+                elapsed = time.perf_counter() - start
+                best, spent = max(best, 2 * n**3 / elapsed / 1e9), spent + elapsed
+                if spent > MATMUL_SECONDS_PER_SIZE:
+                    break
     return best
 
 
-def matmul_peak_gflops(threads: int, cache_dir: Path, dtype_name: str = "float32") -> dict:
-    """The cached peak for this host and thread count, measuring it on a miss."""
+def _check_against_fp32(torch, a, b, product) -> None:
+    # a fast kernel that computes the wrong thing is not a peak: bf16 output rounding is ~0.4%
+    reference = torch.mm(a.float(), b.float())
+    error = float((product.float() - reference).norm() / reference.norm())
+    if error > 0.02:
+        raise RuntimeError(f"torch.mm {a.dtype} differs from fp32 by {error:.3f} (relative): not measuring it")
+
+
+def triad_array_bytes(sysfs_root: Path = SYSFS_ROOT, proc_root: Path = PROC_ROOT) -> int:
+    """Bytes per array: at least 4x all last-level cache (so no array fits), at most 1/16 of RAM."""
+    caches = read_caches(sysfs_root)
+    last_level = max(caches.values(), key=lambda c: c["level"], default={})
+    wanted = max(TRIAD_MIN_ARRAY_BYTES, 4 * 1024 * (last_level.get("total_kb") or 0))
+    memory_kb = meminfo_kb((proc_root / "meminfo").read_text()).get("MemTotal")
+    if memory_kb:
+        wanted = min(wanted, memory_kb * 1024 // 16)
+    return wanted // 2**20 * 2**20
+
+
+def measure_memory_bandwidth_gbs(threads: int, array_bytes: int | None = None) -> float:
+    """STREAM-triad-like a = b + s*c over float32 arrays far larger than the caches: best GB/s."""
+    array_bytes = array_bytes or triad_array_bytes()
+    with _torch_threads(threads) as torch:
+        n = array_bytes // 4
+        # fill_ runs on the measuring threads: first touch places the pages near them (NUMA)
+        a, b, c = (torch.empty(n, dtype=torch.float32).fill_(v) for v in (0.0, 1.0, 2.0))
+        torch.add(b, c, alpha=3.0, out=a)  # warm-up
+        best = float("inf")
+        for _ in range(TRIAD_REPEATS):
+            start = time.perf_counter()
+            torch.add(b, c, alpha=3.0, out=a)
+            best = min(best, time.perf_counter() - start)
+        if float(a[n // 2]) != 7.0:  # 1 + 3 * 2: the kernel really ran
+            raise RuntimeError(f"triad gave {float(a[n // 2])}, expected 7.0")
+    return 3 * 4 * n / best / 1e9
+
+
+# ---- the cache ----------------------------------------------------------------------------------
+def _section_key(fingerprint_id: str) -> str:
+    return f"{socket.gethostname()}|{fingerprint_id}"
+
+
+def _entry_key(figure: str, dtype_name: str, threads: int) -> str:
     import torch
 
-    ident = {
+    capability = torch.backends.cpu.get_cpu_capability()
+    key = f"{figure}|{dtype_name}|threads={threads}|cpus={len(os.sched_getaffinity(0))}|capability={capability}"
+    return key + "".join(f"|{name}={os.environ[name]}" for name in ISA_CAP_VARIABLES if os.environ.get(name))
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or unreadable: measuring again is the safe answer
+        return {}
+
+
+def _cached(cache_dir: Path, fingerprint_id: str, entry_key: str, measure, method: str) -> tuple[float, bool]:
+    """(value, was cached): the entry from the file, or measure() and store it."""
+    path = Path(cache_dir) / CACHE_FILE
+    entry = _read_cache(path).get(_section_key(fingerprint_id), {}).get("peaks", {}).get(entry_key)
+    if entry is not None:
+        return entry["value"], True
+    value = measure()  # outside the lock: a measurement must not wait on, or hold up, another process
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{CACHE_FILE}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # read-modify-write: another worker may have written meanwhile
+        cache = _read_cache(path)
+        section = cache.setdefault(
+            _section_key(fingerprint_id), {"host": socket.gethostname(), "fingerprint_id": fingerprint_id}
+        )
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        section.setdefault("peaks", {})[entry_key] = {"value": value, "method": method, "measured_at": now}
+        tmp = path.with_name(f".{CACHE_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    return value, False
+
+
+# ---- what callers use ---------------------------------------------------------------------------
+def matmul_peak_gflops(
+    threads: int, cache_dir: Path, dtype_name: str = "float32", fingerprint_id: str | None = None
+) -> dict:
+    """The cached matmul peak for this host, fingerprint and thread count, measuring it on a miss.
+
+    fingerprint_id=None: this host's (host_fingerprint()["hw_fingerprint_id"]).
+    """
+    reason = _unsupported(dtype_name)
+    if reason:
+        return {"peak_gflops": None, "peak_cached": False, "peak_method": reason}
+    fingerprint_id = fingerprint_id or host_fingerprint()["hw_fingerprint_id"]
+    method = matmul_method(dtype_name)
+    peak, cached = _cached(
+        cache_dir,
+        fingerprint_id,
+        _entry_key("matmul", dtype_name, threads),
+        lambda: measure_matmul_peak_gflops(dtype_name, threads),
+        method,
+    )
+    return {"peak_gflops": peak, "peak_cached": cached, "peak_method": method}
+
+
+def memory_bandwidth_gbs(threads: int, cache_dir: Path, fingerprint_id: str | None = None) -> dict:
+    """The cached triad bandwidth for this host, fingerprint and thread count, measuring it on a miss."""
+    fingerprint_id = fingerprint_id or host_fingerprint()["hw_fingerprint_id"]
+    array_bytes = triad_array_bytes()
+    method = triad_method(array_bytes)
+    gbs, cached = _cached(
+        cache_dir,
+        fingerprint_id,
+        _entry_key("triad", "float32", threads),
+        lambda: measure_memory_bandwidth_gbs(threads, array_bytes),
+        method,
+    )
+    return {"bandwidth_gbs": gbs, "bandwidth_cached": cached, "bandwidth_method": method}
+
+
+def measure_host_peaks(thread_counts, cache_dir: Path, fingerprint_id: str | None = None) -> dict:
+    """fp32 and bf16 matmul peaks and triad bandwidth for each thread count, in this process, cached."""
+    import torch
+
+    allowed = len(os.sched_getaffinity(0))
+    too_many = [t for t in thread_counts if not 1 <= t <= allowed]
+    if too_many:
+        raise ValueError(f"thread_counts={too_many}: this process may use 1..{allowed} CPUs")
+    fingerprint_id = fingerprint_id or host_fingerprint()["hw_fingerprint_id"]
+    rows = []
+    for threads in thread_counts:
+        row: dict = {"threads": threads}
+        for dtype_name, label in DTYPE_LABELS.items():
+            peak = matmul_peak_gflops(threads, cache_dir, dtype_name, fingerprint_id)
+            row |= {f"{label}_gflops": peak["peak_gflops"], f"{label}_cached": peak["peak_cached"]}
+            row[f"{label}_method"] = peak["peak_method"]
+        bandwidth = memory_bandwidth_gbs(threads, cache_dir, fingerprint_id)
+        row |= {"triad_gbs": bandwidth["bandwidth_gbs"], "triad_cached": bandwidth["bandwidth_cached"]}
+        row["triad_method"] = bandwidth["bandwidth_method"]
+        rows.append(row)
+    return {
         "host": socket.gethostname(),
-        "cpu_model": _cpu_model(),
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": threads,
-        "dtype": dtype_name,
-        "allowed_cpus": len(os.sched_getaffinity(0)),
+        "fingerprint_id": fingerprint_id,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "allowed_cpus": allowed,
+        "cache_path": str(Path(cache_dir) / CACHE_FILE),
+        "peaks": rows,
     }
-    key = "|".join(str(ident[k]) for k in sorted(ident))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / "matmul_peak.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    if key in cache:
-        return {"peak_gflops": cache[key], "peak_cached": True, "peak_method": PEAK_METHOD}
-    peak = measure_matmul_peak_gflops(dtype_name)
-    cache = json.loads(path.read_text()) if path.exists() else {}  # another worker may have written meanwhile
-    cache[key] = peak
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    os.replace(tmp, path)
-    return {"peak_gflops": peak, "peak_cached": False, "peak_method": PEAK_METHOD}
+
+
+def format_host_peaks(peaks: dict) -> str:
+    """measure_host_peaks(...) as a small table for a terminal."""
+
+    def cell(value, cached):
+        return "-" if value is None else f"{value:.1f}" + (" (cached)" if cached else "")
+
+    lines = [
+        f"peaks on {peaks['host']} (fingerprint {peaks['fingerprint_id']}, torch {peaks['torch_cpu_capability']}, "
+        f"{peaks['allowed_cpus']} CPUs allowed)",
+        f"{'threads':>7}  {'fp32 GFLOP/s':>18}  {'bf16 GFLOP/s':>18}  {'triad GB/s':>18}",
+    ]
+    for row in peaks["peaks"]:
+        lines.append(
+            f"{row['threads']:>7}  {cell(row['fp32_gflops'], row['fp32_cached']):>18}  "
+            f"{cell(row['bf16_gflops'], row['bf16_cached']):>18}  {cell(row['triad_gbs'], row['triad_cached']):>18}"
+        )
+    first = peaks["peaks"][0] if peaks["peaks"] else {}
+    for key in ("fp32_method", "bf16_method", "triad_method"):
+        if key in first:
+            lines.append(f"{key.split('_')[0]}: {first[key]}")
+    return "\n".join(lines)

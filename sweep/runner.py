@@ -285,7 +285,9 @@ def run_sweep(
         write_manifest(result_dir, sweep_id, plan, "running")
     sweep = SweepRun(sweep_id, plan, store, quiet=quiet)
     if not quiet:
-        print(f"sweep {sweep_id}: {len(plan.trials)} trials, {len(sweep.done)} already in {store.root}{skipped_text(plan)}")
+        print(
+            f"sweep {sweep_id}: {len(plan.trials)} trials, {len(sweep.done)} already in {store.root}{skipped_text(plan)}"
+        )
     for i in sweep.missing():  # recorded, not run: this node cannot honour them
         trial = plan.trials[i]
         if trial.unsupported:
