@@ -107,9 +107,39 @@ def cmd_run(args) -> int:
         f"\nsweep {sweep.sweep_id}: {len(plan.trials)} trials ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
         f"{sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. Rows: {result_dir / 'trials'}"
     )
+    from sweep.report import write_report
+
+    print(f"report: {write_report(Store(result_dir), sweep.sweep_id)}")
     if sweep.missing():
         print(f"{len(sweep.missing())} trials still missing: python bench.py run --resume --sweep {sweep.sweep_id}")
         return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from sweep.report import write_report
+    from sweep.store import Store
+
+    path = write_report(Store(args.result_dir), args.sweep, tokens=args.tokens)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_autotune(args) -> int:
+    from sweep.autotune import autotune
+
+    base = parse_assignments(args.assignments)
+    build_config(base)  # a bad key or value: exit 2 before Ray starts
+    result = autotune(
+        base, Path(args.result_dir), trials=args.trials, ab_rounds=args.ab_rounds, include_compile=args.compile
+    )
+    print(f"\nautotune {result.sweep_id}: {args.trials} settings tried, then {args.ab_rounds} A/B rounds")
+    print(f"  default: {result.default}")
+    print(f"  best:    {result.best}")
+    print(
+        f"  speed-up of best over default: {result.speedup:.3f}x (per A/B round {result.speedup_low:.3f}x..{result.speedup_high:.3f}x)"
+    )
+    print(f"  reproduce: {result.command}")
     return 0
 
 
@@ -184,6 +214,28 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--dashboard-port", type=int, default=8265)
     run.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     run.set_defaults(func=cmd_run)
+
+    report = commands.add_parser("report", help="write result/report/<sweep>/index.md with plots, fits and projections")
+    report.add_argument("--sweep", help="the sweep id (default: the most recent)")
+    report.add_argument("--tokens", type=float, help="also project the time to train on this many tokens, e.g. 1e9")
+    report.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
+    report.set_defaults(func=cmd_report)
+
+    tune_cmd = commands.add_parser(
+        "autotune", help="find the fastest settings (threads, pinning, allocator, ...) for one model config"
+    )
+    tune_cmd.add_argument(
+        "assignments", nargs="*", metavar="key=value", help="the model config, e.g. width=512 depth=6"
+    )
+    tune_cmd.add_argument("--trials", type=int, default=12, help="settings Optuna (TPE) tries (default 12)")
+    tune_cmd.add_argument(
+        "--ab-rounds", type=int, default=2, help="A/B re-measurement rounds of best vs default (default 2)"
+    )
+    tune_cmd.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="leave torch.compile out of the search"
+    )
+    tune_cmd.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
+    tune_cmd.set_defaults(func=cmd_autotune)
 
     query = commands.add_parser("query", help="run DuckDB SQL over the store (the view is called trials)")
     query.add_argument("sql", help='e.g. "SELECT study, width, step_time_median_s FROM trials ORDER BY 1"')

@@ -29,7 +29,8 @@ from trainables.launcher import unsupported_reason
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
 PLAN_KEYS = {"name", "description", "baseline", "studies"}
-STUDY_KEYS = {"name", "axis", "values", "axes", "description", "skip_unsupported"}
+STUDY_KEYS = {"name", "axis", "values", "axes", "description", "skip_unsupported", "refine"}
+MAX_REFINE_POINTS = 50
 MAX_GRID_AXES = 3
 
 
@@ -66,6 +67,7 @@ class Plan:
     trials: list[Trial] = field(default_factory=list)
     description: str = ""
     skipped: list[str] = field(default_factory=list)  # studies or points this machine cannot run (skip_unsupported)
+    refine: dict[str, dict] = field(default_factory=dict)  # study -> {"axis", "points", "base"}: Optuna refinement
 
 
 def resolve_plan_path(name_or_path: str) -> Path:
@@ -194,6 +196,7 @@ def expand_plan(
 
     trials: list[Trial] = []
     skipped: list[str] = []
+    refine: dict[str, dict] = {}
     seen: set[str] = set()
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
     for index, study in enumerate(studies):
@@ -215,6 +218,10 @@ def expand_plan(
                 continue
             problems.append(f"{where}: {exc}")
             continue
+        if "refine" in study:
+            spec = _refine_spec(study, baseline, where, problems)
+            if spec:
+                refine[study["name"]] = spec
         for point in _study_points(study, where, problems):
             values = {k: v for k, v in baseline.items() if k in FIELD_TYPES} | point
             label = " ".join(f"{k}={v}" for k, v in point.items())
@@ -237,7 +244,25 @@ def expand_plan(
             trials.append(Trial(study["name"], point, cfg, reason))
     if problems:
         raise PlanError(source, problems)
-    return Plan(name, source, baseline, studies, trials, document.get("description", ""), skipped)
+    return Plan(name, source, baseline, studies, trials, document.get("description", ""), skipped, refine)
+
+
+def _refine_spec(study: dict, baseline: dict, where: str, problems: list[str]) -> dict | None:
+    """`refine: {points: N}` on a single numeric axis with at least two numeric grid values."""
+    refine, axis = study["refine"], study.get("axis")
+    points = refine.get("points") if isinstance(refine, dict) else None
+    if not isinstance(points, int) or isinstance(points, bool) or not 1 <= points <= MAX_REFINE_POINTS:
+        problems.append(f"{where}: key 'refine': must be {{points: N}} with 1 <= N <= {MAX_REFINE_POINTS}")
+        return None
+    if axis is None or FIELD_TYPES.get(axis, "").replace(" | None", "") not in ("int", "float"):
+        problems.append(f"{where}: key 'refine': needs a single numeric 'axis' (not {axis or 'a grid'})")
+        return None
+    values = study.get("values")
+    if not isinstance(values, list) or len([v for v in values if isinstance(v, int | float)]) < 2:
+        problems.append(f"{where}: key 'refine': needs at least two numeric values to refine between")
+        return None
+    base = {k: v for k, v in baseline.items() if k in FIELD_TYPES and k != axis}
+    return {"axis": axis, "points": points, "base": base}
 
 
 def _expand_machine_values(study: dict, allowed: set[int], sysfs_root: Path) -> None:

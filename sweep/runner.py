@@ -11,6 +11,7 @@ the store, and any trial the store still lacks afterwards is run in a follow-up 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -21,10 +22,11 @@ from pathlib import Path
 
 from hwctl.fingerprint import host_fingerprint
 from sweep.plan import Plan, Trial
+from sweep.refine import BendSampler, bend_score_of, distribution_for, optuna_storage, study_name
 from sweep.store import Store
 from sweep.summary import skipped_text
-from trainables.config import TrialConfig
-from trainables.launcher import DATA_DIR, OUTPUT_DIR, base_row, now_iso, run_trial
+from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, build_config
+from trainables.launcher import DATA_DIR, OUTPUT_DIR, base_row, now_iso, run_trial, unsupported_reason
 
 # Tune's legacy console reporter: it takes the columns to show (the new one prints every metric of
 # every finished trial, our row JSON included)
@@ -55,6 +57,7 @@ def write_manifest(result_dir: Path, sweep_id: str, plan: Plan, state: str) -> N
         "source": plan.source,
         "state": state,
         "updated_at": now_iso(),
+        "refine": plan.refine,
         "trials": [
             {"study": t.study, "point": t.point, "config": t.config.to_dict(), "unsupported": t.unsupported}
             for t in plan.trials
@@ -79,13 +82,12 @@ def load_manifest(result_dir: Path, sweep_id: str | None) -> tuple[str, Plan]:
             raise LookupError(f"no unfinished sweep to resume in {folder}")
     data = json.loads(manifests[0].read_text())
     trials = [Trial(t["study"], t["point"], TrialConfig(**t["config"]), t["unsupported"]) for t in data["trials"]]
-    return data["sweep"], Plan(data["plan"], data["source"], {}, [], trials)
+    return data["sweep"], Plan(data["plan"], data["source"], {}, [], trials, refine=data.get("refine", {}))
 
 
 # ---- inside a Ray Tune trial (runs on the node) ---------------------------------------------------
 def tune_trial(config: dict, trials: list[dict], skip: frozenset[str], data_dir: str, output_dir: str) -> None:
     from ray import tune
-    from ray.util import get_node_ip_address
 
     spec = trials[config["trial"]["i"]]
     if spec["identity"] in skip:
@@ -93,18 +95,29 @@ def tune_trial(config: dict, trials: list[dict], skip: frozenset[str], data_dir:
         return
     cfg = TrialConfig(**spec["config"])
     row = run_trial(cfg, data_dir=Path(data_dir), output_dir=Path(output_dir))
-    row |= {
-        "study": spec["study"],
-        "trial_index": spec["index"],
-        "point": json.dumps(spec["point"]),
-        "node": get_node_ip_address(),
-    }
-    row |= host_fingerprint()
+    row |= {"study": spec["study"], "trial_index": spec["index"], "point": json.dumps(spec["point"]), "phase": "grid"}
+    _report_row(row)
+
+
+def tune_point_trial(config: dict, base: dict, study: str, phase: str, data_dir: str, output_dir: str) -> None:
+    """A point a searcher proposed (Optuna refinement, autotune): `base` plus the proposed keys."""
+    cfg = build_config(base | config)
+    row = run_trial(cfg, data_dir=Path(data_dir), output_dir=Path(output_dir))
+    _report_row(row | {"study": study, "trial_index": None, "point": json.dumps(config), "phase": phase})
+
+
+def _report_row(row: dict) -> None:
+    from ray import tune
+    from ray.util import get_node_ip_address
+
+    row = row | {"node": get_node_ip_address()} | host_fingerprint()
+    median = row.get("step_time_median_s")
     tune.report(
         {
             "skipped": 0,
             "status_ok": int(row["status"] == "ok"),
-            "step_time_median_s": row.get("step_time_median_s") or float("nan"),
+            # NaN for a failed trial: Optuna records it as failed, not as a fast one
+            "step_time_median_s": median if median is not None else float("nan"),
             "tokens_per_s": row.get("tokens_per_s") or float("nan"),
             "mfu": row.get("mfu") or float("nan"),
             "row": json.dumps(row, default=str),
@@ -156,7 +169,10 @@ class SweepRun:
         identity = f"{row['study']}/{row['config_key']}"
         if identity in self.done:  # never a duplicate row, whatever Tune replays
             return
-        row = row | {"sweep": self.sweep_id, "plan": self.plan.name, "phase": "grid", "recorded_at": now_iso()}
+        row = row | {"sweep": self.sweep_id, "plan": self.plan.name, "recorded_at": now_iso()}
+        row.setdefault("phase", "grid")
+        if row["phase"] == "refine":
+            row["bend_score"] = self._bend_score(row)
         row.setdefault("host", socket.gethostname())
         self.store.append(row)
         self.done.add(identity)
@@ -164,6 +180,13 @@ class SweepRun:
         if row.get("status") == "ok":
             self.steps_s += row["timed_region_s"] - row["time_to_first_step_s"]
         self._progress(row)
+
+    def _bend_score(self, row: dict) -> float | None:
+        """The bend score of the interval the refined point fell in, from the points measured before it."""
+        axis, value = next(iter(json.loads(row["point"]).items()))
+        before = [r for r in self.store.rows(self.sweep_id) if r["study"] == row["study"] and r["status"] == "ok"]
+        xs = [json.loads(r["point"])[axis] for r in before]
+        return bend_score_of(value, xs, [r["step_time_median_s"] for r in before])
 
     def record_failure(self, spec: dict, reason: str) -> None:
         cfg = TrialConfig(**spec["config"])
@@ -177,7 +200,8 @@ class SweepRun:
     def _progress(self, row: dict) -> None:
         if self.quiet:
             return
-        total, done = len(self.specs), len(self.done)
+        total = len(self.specs) + sum(spec["points"] for spec in self.plan.refine.values())
+        done = len(self.done)
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(self.recorded_here, 1) * (total - done)
         point = " ".join(f"{k}={v}" for k, v in json.loads(row.get("point") or "{}").items())
@@ -188,6 +212,20 @@ class SweepRun:
         print(
             f"[{done}/{total}] {row['study']:<16} {point:<28} {what}  | {elapsed:6.0f} s, ETA {eta:5.0f} s", flush=True
         )
+
+    def refine_pending(self) -> bool:
+        """A refining study still short of its points (and with a grid to refine between)."""
+        if not self.plan.refine:
+            return False
+        rows = self.store.rows(self.sweep_id)
+        for study, spec in self.plan.refine.items():
+            refined = sum(r["study"] == study and r.get("phase") == "refine" for r in rows)
+            grid_ok = sum(
+                r["study"] == study and r.get("phase", "grid") == "grid" and r["status"] == "ok" for r in rows
+            )
+            if refined < spec["points"] and grid_ok >= 2:
+                return True
+        return False
 
     def missing(self) -> list[int]:
         return [i for i, s in enumerate(self.specs) if s["identity"] not in self.done]
@@ -267,6 +305,74 @@ def _run_tune(sweep: SweepRun, indices: list[int], name: str, storage: Path, res
     tuner.fit()
 
 
+def refine_studies(sweep: SweepRun, result_dir: Path, storage: Path) -> None:
+    """Optuna refinement of every study that asks for it, after its grid points are in the store."""
+    for study, spec in sweep.plan.refine.items():
+        rows = [r for r in sweep.store.rows(sweep.sweep_id) if r["study"] == study]
+        remaining = spec["points"] - sum(r.get("phase") == "refine" for r in rows)
+        ok = [r for r in rows if r["status"] == "ok"]
+        if remaining <= 0 or len({json.loads(r["point"])[spec["axis"]] for r in ok}) < 2:
+            continue
+        _run_refinement(sweep, study, spec, ok, remaining, result_dir, storage)
+
+
+def _accepts(base: dict, axis: str, value) -> bool:
+    """A value the model accepts (e.g. width divisible by heads) and this node can run."""
+    try:
+        return unsupported_reason(build_config(base | {axis: value})) is None
+    except ConfigError:
+        return False
+
+
+def _run_refinement(
+    sweep: SweepRun, study: str, spec: dict, ok_rows: list[dict], remaining: int, result_dir: Path, storage: Path
+):
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    axis, base = spec["axis"], spec["base"]
+    points = {json.loads(r["point"])[axis]: r["step_time_median_s"] for r in ok_rows}
+    integer = FIELD_TYPES[axis].replace(" | None", "") == "int"
+    distribution, log = distribution_for(list(points), integer)
+    name, db = study_name(sweep.sweep_id, study), optuna_storage(result_dir)
+    try:  # resumed: the Optuna study already holds some points; warm-start only with the others
+        known = {t.params.get(axis) for t in optuna.load_study(study_name=name, storage=db).get_trials(deepcopy=False)}
+    except KeyError:
+        known = set()
+    warm = {x: y for x, y in points.items() if x not in known}
+    searcher = OptunaSearch(
+        space={axis: distribution},
+        metric="step_time_median_s",
+        mode="min",
+        sampler=BendSampler(functools.partial(_accepts, base, axis), log),  # Tune pickles the searcher
+        storage=db,
+        study_name=name,
+        points_to_evaluate=[{axis: x} for x in warm] or None,
+        evaluated_rewards=list(warm.values()) or None,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            tune_point_trial, base=base, study=study, phase="refine", data_dir=str(DATA_DIR), output_dir=str(OUTPUT_DIR)
+        ),
+        tune.PlacementGroupFactory([{"CPU": node_cpus()}], strategy="STRICT_PACK"),
+    )
+    if not sweep.quiet:
+        print(f"refining study {study}: {remaining} point(s) of {axis} chosen by Optuna where the curve bends")
+    tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=remaining, max_concurrent_trials=1, reuse_actors=True
+        ),
+        run_config=tune.RunConfig(
+            name=f"{sweep.sweep_id}-refine-{study}-{int(time.time())}",
+            storage_path=str(storage),
+            callbacks=[_tune_callback_class()(sweep)],
+            verbose=0,
+        ),
+    ).fit()
+
+
 def run_sweep(
     plan: Plan,
     result_dir: Path,
@@ -294,7 +400,7 @@ def run_sweep(
             row = base_row(trial.config, trial.config_key) | host_fingerprint()
             row |= {"study": trial.study, "trial_index": i, "point": json.dumps(trial.point)}
             sweep.record(row | {"status": "unsupported", "error": trial.unsupported, "finished_at": now_iso()})
-    if sweep.missing():
+    if sweep.missing() or sweep.refine_pending():
         import ray
 
         started_here = not ray.is_initialized()
@@ -302,13 +408,16 @@ def run_sweep(
             start_ray(address, dashboard_host, dashboard_port, quiet)
         try:
             storage = (result_dir / TUNE_DIR).resolve()
-            _run_tune(sweep, sweep.missing(), sweep_id, storage, restore=resuming)
+            if sweep.missing():
+                _run_tune(sweep, sweep.missing(), sweep_id, storage, restore=resuming)
             rounds = 0
             while sweep.missing() and rounds < 2:  # Tune's state said finished, the store says not
                 rounds += 1
                 _run_tune(sweep, sweep.missing(), f"{sweep_id}-fill{int(time.time())}", storage, restore=False)
+            refine_studies(sweep, result_dir, storage)
         finally:
             if started_here:
                 ray.shutdown()
-    write_manifest(result_dir, sweep_id, plan, "finished" if not sweep.missing() else "running")
+    done = not sweep.missing() and not sweep.refine_pending()
+    write_manifest(result_dir, sweep_id, plan, "finished" if done else "running")
     return sweep

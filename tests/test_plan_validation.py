@@ -80,7 +80,19 @@ def test_trials_are_the_studies_points():
             plan({"name": "w", "axis": "width", "axes": {"width": [64]}}),
             "study 'w': give either 'axis' with 'values', or 'axes'",
         ),
-        (plan({"name": "w", "axis": "width", "values": [64], "refine": 3}), "study 'w': key 'refine': unknown"),
+        (
+            plan({"name": "w", "axis": "width", "values": [64], "refine": 3}),
+            "study 'w': key 'refine': must be {points: N}",
+        ),
+        (plan({"name": "w", "axis": "width", "values": [64], "colour": 3}), "study 'w': key 'colour': unknown"),
+        (
+            plan({"name": "a", "axis": "activation", "values": ["gelu", "relu"], "refine": {"points": 2}}),
+            "study 'a': key 'refine': needs a single numeric 'axis'",
+        ),
+        (
+            plan({"name": "w", "axis": "width", "values": [64], "refine": {"points": 2}}),
+            "study 'w': key 'refine': needs at least two numeric values",
+        ),
         (plan({"name": "w", "axis": "width", "values": [64]}, colour="red"), "plan: key 'colour': unknown"),
         (
             plan({"name": "w", "axis": "width", "values": [64]}) | {"baseline": BASE | {"dept": 3}},

@@ -1,0 +1,153 @@
+"""Autotune: for one model config, find the settings that make it train fastest without changing what
+it computes (threads, inter-op threads, pinning, allocator, attention backend, compile), with
+Optuna's TPE through Ray Tune; then re-measure the best against the defaults alternately
+(A/B/A/B, fresh worker processes each time) and report the speed-up with its spread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from hwctl.allocator import find_allocator
+from sweep.plan import Plan
+from sweep.runner import (
+    DATA_DIR,
+    OUTPUT_DIR,
+    SweepRun,
+    _tune_callback_class,
+    new_sweep_id,
+    node_cpus,
+    start_ray,
+    tune_point_trial,
+)
+from sweep.store import Store
+from trainables.config import TrialConfig, build_config
+from trainables.launcher import now_iso, run_trial
+
+# the keys autotune may change: none of them changes the model, its data or its arithmetic
+SETTINGS = ("threads", "interop_threads", "pinning", "allocator", "attn_backend", "compile")
+
+
+@dataclass
+class AutotuneResult:
+    sweep_id: str
+    best: dict
+    default: dict
+    speedup: float
+    speedup_low: float
+    speedup_high: float
+    ab_rows: list[dict]
+    command: str
+
+
+def search_space(include_compile: bool) -> dict[str, list]:
+    cores = len(os.sched_getaffinity(0))
+    space = {
+        "threads": sorted({1, *range(2, cores + 1, 2), cores}),
+        "interop_threads": sorted({1, 2, min(4, cores)}),
+        "pinning": ["none", "compact", "spread"],
+        "allocator": ["default"] + [a for a in ("jemalloc", "tcmalloc") if find_allocator(a)],
+        "attn_backend": ["manual", "sdpa"],
+    }
+    if include_compile and (shutil.which("cc") or shutil.which("gcc")):  # Inductor needs a C++ compiler
+        space["compile"] = ["eager", "inductor"]
+    return space
+
+
+def defaults_of(base: dict, space: dict) -> dict:
+    cfg = build_config(base)
+    values = {k: getattr(cfg, k) for k in space}
+    values["threads"] = values["threads"] or len(os.sched_getaffinity(0))
+    return values
+
+
+def reproduce_command(cfg: TrialConfig, settings: dict) -> str:
+    base = {k: v for k, v in cfg.to_dict().items() if v is not None and v != getattr(TrialConfig(), k)}
+    keys = base | settings
+    return "python bench.py trial " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(keys.items()))
+
+
+def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int = 2, include_compile: bool = True,
+             quiet: bool = False) -> AutotuneResult:  # fmt: skip
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    cfg = build_config(base)  # validated once, up front
+    space = search_space(include_compile)
+    default = defaults_of(base, space)
+    store = Store(result_dir)
+    sweep_id = new_sweep_id("autotune", result_dir)
+    sweep = SweepRun(sweep_id, Plan("autotune", "bench.py autotune", base, []), store, quiet=quiet)
+    started_here = not ray.is_initialized()
+    if started_here:
+        start_ray(None, "127.0.0.1", 8265, quiet)
+    try:
+        searcher = OptunaSearch(
+            metric="step_time_median_s",
+            mode="min",
+            points_to_evaluate=[default],  # measure the defaults first: TPE starts from a known point
+            seed=0,
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                tune_point_trial,
+                base=base,
+                study="autotune",
+                phase="autotune",
+                data_dir=str(DATA_DIR),
+                output_dir=str(OUTPUT_DIR),
+            ),  # fmt: skip
+            tune.PlacementGroupFactory([{"CPU": node_cpus()}], strategy="STRICT_PACK"),
+        )
+        tune.Tuner(
+            trainable,
+            param_space={k: tune.choice(v) for k, v in space.items()},
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, num_samples=trials, max_concurrent_trials=1, reuse_actors=True
+            ),
+            run_config=tune.RunConfig(
+                name=sweep_id,
+                storage_path=str((result_dir / "tune").resolve()),
+                callbacks=[_tune_callback_class()(sweep)],
+                verbose=0,
+            ),  # fmt: skip
+        ).fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    searched = [r for r in store.rows(sweep_id) if r["status"] == "ok"]
+    if not searched:
+        raise RuntimeError(f"autotune {sweep_id}: no trial finished; see bench.py query over sweep '{sweep_id}'")
+    best_row = min(searched, key=lambda r: r["step_time_median_s"])
+    best = {k: best_row[k] for k in space}
+    ab_rows = ab_measure(cfg, base, default, best, sweep_id, store, ab_rounds)
+    a = [r["step_time_median_s"] for r in ab_rows if r["ab_arm"] == "default"]
+    b = [r["step_time_median_s"] for r in ab_rows if r["ab_arm"] == "best"]
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return AutotuneResult(
+        sweep_id, best, default, statistics.median(a) / statistics.median(b), min(ratios), max(ratios), ab_rows,
+        reproduce_command(cfg, best),
+    )  # fmt: skip
+
+
+def ab_measure(cfg, base, default, best, sweep_id, store, rounds) -> list[dict]:
+    """Default and best alternately (A/B/A/B...), each a fresh worker with the same protocol."""
+    rows = []
+    for round_index in range(rounds):
+        for arm, settings in (("default", default), ("best", best)):
+            arm_cfg = build_config(base | settings)
+            row = run_trial(arm_cfg)
+            row |= {"sweep": sweep_id, "plan": "autotune", "study": "autotune-ab", "phase": "ab", "ab_arm": arm,
+                    "ab_round": round_index, "point": json.dumps(settings, default=str), "recorded_at": now_iso()}  # fmt: skip
+            store.append(row)
+            rows.append(row)
+            if row["status"] != "ok":
+                raise RuntimeError(f"A/B re-measurement of {arm} failed: {row['error']}")
+    return rows

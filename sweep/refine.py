@@ -1,0 +1,105 @@
+"""Optuna refinement: after a study's grid points, add points where its timing curve bends.
+
+`BendSampler` is a small Optuna sampler. It reads every completed trial of the Optuna study (the
+grid results, given to OptunaSearch as evaluated points, and earlier refined points), scores each
+interval between neighbouring values with `sweep.fit.bend_scores` (how badly log-log interpolation
+explains the curve there), and proposes the value nearest the (geometric) middle of the
+highest-scoring interval that the model accepts and that was not measured yet. Ray Tune runs each
+proposal as an ordinary trial through `ray.tune.search.optuna.OptunaSearch`; the Optuna study lives
+in a SQLite file beside the store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+
+from sweep.fit import bend_scores
+
+OPTUNA_DB = "optuna.db"
+MAX_INT_CANDIDATES = 4096
+
+
+def optuna_storage(result_dir: Path) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{(Path(result_dir) / OPTUNA_DB).resolve()}")
+
+
+def study_name(sweep_id: str, study: str) -> str:
+    return f"{sweep_id}/{study}"
+
+
+def measured_points(study: optuna.Study, param: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        value = trial.value
+        if param in trial.params and value is not None and math.isfinite(value):
+            xs.append(trial.params[param])
+            ys.append(value)
+    return xs, ys
+
+
+def _middle(low: float, high: float, log: bool) -> float:
+    return math.sqrt(low * high) if log and low > 0 else (low + high) / 2
+
+
+def candidates(low: float, high: float, distribution, log: bool) -> list[float]:
+    """Values strictly inside (low, high), nearest the middle first."""
+    middle = _middle(low, high, log)
+    if isinstance(distribution, IntDistribution):
+        first, last = math.floor(low) + 1, math.ceil(high) - 1
+        if last < first:
+            return []
+        if last - first > MAX_INT_CANDIDATES:  # a wide interval: a ladder around the middle is enough
+            step = (last - first) // MAX_INT_CANDIDATES + 1
+            values = range(first, last + 1, step)
+        else:
+            values = range(first, last + 1)
+        key = (lambda v: abs(math.log(v) - math.log(middle))) if log and first > 0 else (lambda v: abs(v - middle))
+        return sorted(values, key=key)
+    return [round(middle, 4)] if low < round(middle, 4) < high else []
+
+
+class BendSampler(BaseSampler):
+    def __init__(self, accepts: Callable[[float], bool], log: bool, seed: int = 0):
+        self.accepts, self.log = accepts, log
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self.last_choice: tuple[float, float, float] | None = None  # (low, high, score) of the last proposal
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        xs, ys = measured_points(study, param_name)
+        taken = set(xs)
+        for low, high, score in sorted(bend_scores(xs, ys), key=lambda s: -s[2]):
+            for value in candidates(low, high, param_distribution, self.log):
+                if value not in taken and self.accepts(value):
+                    self.last_choice = (low, high, score)
+                    return value
+        # every interval is exhausted: nothing left to learn between the points, sample anywhere valid
+        self.last_choice = None
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+
+def distribution_for(values: list[float], integer: bool):
+    low, high = min(values), max(values)
+    log = low > 0 and high / low >= 4
+    cls = IntDistribution if integer else FloatDistribution
+    return cls(int(low) if integer else float(low), int(high) if integer else float(high), log=log), log
+
+
+def bend_score_of(x: float, xs: list[float], ys: list[float]) -> float | None:
+    """The score of the interval of the earlier points that contains x: what chose x."""
+    for low, high, score in bend_scores(xs, ys):
+        if low < x < high:
+            return score
+    return None

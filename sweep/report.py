@@ -1,0 +1,403 @@
+"""The report of one sweep: `<result>/report/<sweep>/index.md` with one PNG per study.
+
+Per study a plot and table of median step time and tokens/s against its axis, with the segmented log-log fit (knee)
+for numeric axes and speed-up, efficiency and an Amdahl fit for core counts; then a forward/backward/optimizer table
+with noisy rows flagged, projections to 10,000 steps and to a token budget, and every trial that did not finish ok with
+its reason. Rows written by older versions lack some columns: every column is read with .get() and may be None/NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from sweep.fit import amdahl_fit, predict_segmented, segmented_fit, speedup_and_efficiency
+from sweep.store import EmptyStore, Store
+
+PROJECTION_STEPS = 10_000
+CORE_AXES = ("cores", "threads")
+LOG_SPAN = 8  # an axis spanning 8x or more (three doublings) reads better on a log scale
+MAX_VALUE_TICKS = 12  # up to this many measured values, each is a tick
+FLAT_BEND = 0.1  # slopes closer than this in log-log are one straight line within step-time noise
+ASSUMPTIONS = (
+    "Assumptions: every step takes the steady-state median step time measured after warm-up (compile and cold start "
+    "excluded); data loading, evaluation and checkpointing are excluded; one process on the cores this trial was "
+    "pinned to, with nothing else running."
+)
+
+
+def write_report(
+    store: Store, sweep_id: str | None, out_dir: Path | None = None, tokens: float | None = None, noisy_cv: float = 0.05
+) -> Path:
+    """Write index.md and the PNGs for a sweep (None: the one recorded most recently); returns index.md's path."""
+    sweep_id = sweep_id or latest_sweep(store)
+    rows = sorted((_clean(r) for r in store.rows(sweep_id)), key=_plan_order)
+    if not rows:
+        raise EmptyStore(f"sweep {sweep_id!r} has no rows in the store at {store.root}")
+    out = Path(out_dir) if out_dir else store.root / "report" / sweep_id
+    out.mkdir(parents=True, exist_ok=True)
+    studies: dict[str, list[dict]] = {}
+    for row in rows:
+        studies.setdefault(str(row.get("study")), []).append(row)
+    studies = {name: study_shape(study_rows)[-1] for name, study_rows in studies.items()}
+    rows = [r for study_rows in studies.values() for r in study_rows]  # whole-sweep tables follow the sections
+    parts = [header(sweep_id, rows)]
+    parts += [study_section(name, study_rows, out) for name, study_rows in studies.items()]
+    parts += [phase_table(rows, noisy_cv), projections(rows, tokens), not_ok(rows)]
+    index = out / "index.md"
+    index.write_text("\n\n".join(parts) + "\n")
+    return index
+
+
+def latest_sweep(store: Store) -> str:
+    columns, _ = store.query("SELECT * FROM trials LIMIT 0")
+    when = next((c for c in ("recorded_at", "finished_at", "started_at") if c in columns), None)
+    order = f"max({when}) DESC NULLS LAST, " if when else ""
+    _, found = store.query(f"SELECT sweep FROM trials GROUP BY sweep ORDER BY {order}sweep DESC LIMIT 1")
+    return found[0][0]
+
+
+# ---- rows -----------------------------------------------------------------------------------------
+def _clean(row: dict) -> dict:
+    row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+    point = row.get("point")
+    if isinstance(point, str):
+        try:
+            point = json.loads(point)
+        except ValueError:
+            point = {"point": point}
+    row["_point"] = point if isinstance(point, dict) else {}
+    row["_ok"] = row.get("status") == "ok" and _pos(row.get("step_time_median_s"))
+    return row
+
+
+def _plan_order(row: dict):
+    index = row.get("trial_index")
+    return (index is None, index if index is not None else 0, str(row.get("recorded_at") or ""))
+
+
+def _pos(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def point_text(row: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in row["_point"].items()) or "baseline"
+
+
+def config(row: dict) -> str:
+    return f"{row.get('study')}: {point_text(row)}"
+
+
+def study_axes(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(all varied keys in first-seen order, the numeric ones: a number in every row that has the key)."""
+    axes = list(dict.fromkeys(k for r in rows for k in r["_point"]))
+    numeric = [a for a in axes if all(_number(r["_point"][a]) for r in rows if a in r["_point"])]
+    return axes, numeric
+
+
+# ---- formatting -----------------------------------------------------------------------------------
+def cell(value) -> str:
+    return "" if value is None else re.sub(r"\s+", " ", str(value)).replace("|", "\\|").strip()
+
+
+def md_table(columns: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
+
+
+def ms(seconds, std=None) -> str:
+    if not _number(seconds) or math.isnan(seconds):
+        return ""
+    return f"{seconds * 1e3:.1f}" + (f" ± {std * 1e3:.1f}" if _number(std) and not math.isnan(std) else "")
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3 m 20 s', '1 h 23 m', '2 d 5 h': two units are enough to plan a run."""
+    s = int(round(seconds))
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size} {unit} {s % size // sub_size} {sub}"
+    return f"{seconds:.3g} s" if seconds < 10 else f"{s} s"
+
+
+def seconds_and_duration(seconds: float) -> str:
+    return f"{seconds:.0f} s ({duration(seconds)})" if seconds >= 60 else duration(seconds)
+
+
+# ---- header ---------------------------------------------------------------------------------------
+def header(sweep_id: str, rows: list[dict]) -> str:
+    hosts: dict[str, set[str]] = {}
+    for r in rows:
+        models = hosts.setdefault(str(r.get("host")), set())
+        if r.get("hw_cpu_model"):  # rows of trials that never started carry no fingerprint
+            models.add(str(r["hw_cpu_model"]))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    times = sorted(str(r["recorded_at"]) for r in rows if r.get("recorded_at"))
+    lines = [
+        f"# Sweep `{sweep_id}`",
+        "",
+        f"- plan: {', '.join(sorted({str(r.get('plan')) for r in rows if r.get('plan')})) or 'not recorded'}",
+        "- host(s): "
+        + "; ".join(f"{h} ({', '.join(sorted(m)) or 'CPU model not recorded'})" for h, m in sorted(hosts.items())),
+        f"- trials: {len(rows)} ({', '.join(f'{s} {n}' for s, n in sorted(counts.items()))})",
+    ]
+    if times:
+        lines.append(f"- recorded: {times[0]} to {times[-1]}")
+    return "\n".join(lines)
+
+
+# ---- one study ------------------------------------------------------------------------------------
+def study_shape(rows: list[dict]) -> tuple[str, str | None, str | None, list[str], list[dict]]:
+    """(kind, x axis, series axis, all axes, rows in display order): 'line' for one numeric axis (rows by value),
+    'grid' for two axes of which one is numeric (one line per value of the other), 'bar' for anything else."""
+    axes, numeric = study_axes(rows)
+    if len(axes) == 1 and numeric:
+        x_axis = axes[0]
+        rows = sorted(rows, key=lambda r: (r["_point"].get(x_axis) is None, r["_point"].get(x_axis) or 0))
+        return "line", x_axis, None, axes, rows
+    if len(axes) == 2 and numeric:
+        return "grid", numeric[0], next(a for a in axes if a != numeric[0]), axes, rows
+    return "bar", None, None, axes, rows
+
+
+def study_section(study: str, rows: list[dict], out: Path) -> str:
+    kind, x_axis, series, axes, rows = study_shape(rows)
+    ok = [r for r in rows if r["_ok"] and (x_axis is None or _number(r["_point"].get(x_axis)))]
+    text = [f"## Study `{study}`" + (f": {', '.join(axes)}" if axes else ""), ""]
+    fit = scaling = None
+    if kind == "line" and len({r["_point"][x_axis] for r in ok}) >= 3:
+        fit = segmented_fit([r["_point"][x_axis] for r in ok], [r["step_time_median_s"] for r in ok])
+        text += [knee_text(x_axis, fit, len(ok)), ""]
+    if kind == "line" and (study == "cores" or x_axis in CORE_AXES):
+        scaling = speedup_and_efficiency([r["_point"][x_axis] for r in ok], [r["step_time_median_s"] for r in ok])
+        text += [scaling_text(x_axis, scaling, [r["_point"][x_axis] for r in ok], ok), ""]
+    png = out / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', study)}.png"
+    plot_study(png, study, kind, x_axis, series, ok, fit, scaling)
+    text += [f"![{study}]({png.name})", "", study_table(rows, axes)]
+    return "\n".join(text)
+
+
+def knee_text(axis: str, fit: dict, n_ok: int) -> str:
+    before, after = fit["slope_before"], fit["slope_after"]
+    text = (
+        f"**Knee** (segmented fit, two straight lines in log-log over {n_ok} ok points): {axis} ≈ {fit['knee_x']:.4g}, "
+        f"slope {before:.2f} before and {after:.2f} after (step time ∝ {axis}^slope; R² {fit['r2']:.3f}; "
+        f"one line has slope {fit['single_slope']:.2f}, the knee removes {fit['improvement']:.0%} of its residual)."
+    )
+    if abs(after - before) < FLAT_BEND:
+        text += " The slopes barely differ: no clear bend."
+    if "exact" in fit["method"]:
+        text += " With 3 distinct values the fit passes through every point; more points would test it."
+    return text
+
+
+def scaling_text(axis: str, scaling: dict, cores: list, ok: list[dict]) -> str:
+    amdahl = amdahl_fit(cores, [r["step_time_median_s"] for r in ok])
+    table = md_table(
+        [axis, "median step ms", "speed-up", "parallel efficiency"],
+        [
+            [p["cores"], ms(p["step_time_s"]), f"{p['speedup']:.2f}x", f"{p['efficiency']:.0%}"]
+            for p in scaling["points"]
+        ],
+    )
+    if amdahl["serial_fraction"] is None:
+        fit_line = f"Amdahl fit: {amdahl['method']}."
+    else:
+        top = "unbounded" if math.isinf(amdahl["max_speedup"]) else f"{amdahl['max_speedup']:.2f}x"
+        fit_line = (
+            f"**Amdahl fit**: serial fraction s = {amdahl['serial_fraction']:.3f}, T1 = {ms(amdahl['t1_s'])} ms, "
+            f"speed-up limit 1/s = {top} ({amdahl['method']})."
+        )
+    return f"Speed-up and parallel efficiency ({scaling['method']}):\n\n{table}\n\n{fit_line}"
+
+
+def phase_text(row: dict) -> str:
+    bend = row.get("bend_score")
+    return (row.get("phase") or "grid") + (f" (bend score {bend:.3g})" if _number(bend) else "")
+
+
+def study_table(rows: list[dict], axes: list[str]) -> str:
+    """Every row of the study, ratios to its first ok row (the smallest value of a numeric axis, else plan order)."""
+    first = next((r for r in rows if r["_ok"]), None)
+    table = []
+    for r in rows:
+        med, tok, ok = r.get("step_time_median_s"), r.get("tokens_per_s"), r["_ok"]
+        lo, hi = r.get("step_time_min_s"), r.get("step_time_max_s")
+        table.append(
+            [r["_point"].get(a) for a in axes] + [phase_text(r), r.get("status"), ms(med) if ok else "",
+             f"{ms(lo)}–{ms(hi)}" if ok and _number(lo) and _number(hi) else "",
+             f"{r['step_time_cv']:.1%}" if ok and _number(r.get("step_time_cv")) else "",
+             f"{tok:,.0f}" if ok and _number(tok) else "",
+             f"{med / first['step_time_median_s']:.2f}x" if ok and first else "",
+             f"{tok / first['tokens_per_s']:.2f}x" if ok and _pos(tok) and _pos(first.get("tokens_per_s")) else "",
+             str(r.get("error") or "")[:80] if not ok else ""]
+        )  # fmt: skip
+    columns = (axes or ["point"]) + ["phase", "status", "median ms", "min–max ms", "CV", "tokens/s"]
+    if not axes:
+        table = [["baseline", *t] for t in table]
+    return md_table(columns + ["step time vs first", "tokens/s vs first", "reason"], table)
+
+
+# ---- plots ----------------------------------------------------------------------------------------
+def plot_study(png: Path, study, kind, x_axis, series, ok, fit, scaling) -> None:
+    # Figure + Agg canvas, never pyplot: no display, no global figure registry to leak across studies.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = 3 if scaling and scaling["points"] else 2
+    fig = Figure(figsize=(5.2 * panels, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axs = fig.subplots(1, panels)
+    fig.suptitle(f"study {study}")
+    if not ok:
+        for ax in axs:
+            ax.set_axis_off()
+        fig.text(0.5, 0.5, "no trial of this study finished ok", ha="center", va="center")
+    elif kind == "bar":
+        _bars(axs, ok)
+    else:
+        groups: dict = {}
+        for r in ok:
+            groups.setdefault(r["_point"].get(series) if series else None, []).append(r)
+        for value, rows in groups.items():
+            _lines(axs, x_axis, rows, f"{series}={value}" if series else None)
+        if fit and fit.get("knee_x"):
+            _fit_line(axs[0], fit, [r["_point"][x_axis] for r in ok])
+        for ax in axs[:2]:
+            ax.set_xlabel(x_axis)
+            ax.legend(fontsize=7)
+        xs = [r["_point"][x_axis] for r in ok]
+        _log_if_wide(axs[0], xs, [r["step_time_median_s"] for r in ok])
+        _log_if_wide(axs[1], xs, [r.get("tokens_per_s") for r in ok])
+    if panels == 3:
+        _speedup(axs[2], x_axis, scaling)
+    axs[0].set_ylabel("median step time (s), bars min–max")
+    axs[1].set_ylabel("tokens/s")
+    fig.savefig(png, dpi=100)
+
+
+def _err(rows: list[dict]) -> list[list[float]]:
+    low = [max(0.0, r["step_time_median_s"] - (r.get("step_time_min_s") or r["step_time_median_s"])) for r in rows]
+    high = [max(0.0, (r.get("step_time_max_s") or r["step_time_median_s"]) - r["step_time_median_s"]) for r in rows]
+    return [low, high]
+
+
+def _lines(axs, x_axis: str, rows: list[dict], label: str | None) -> None:
+    rows = sorted(rows, key=lambda r: r["_point"][x_axis])
+    xs = [r["_point"][x_axis] for r in rows]
+    line = axs[0].plot(xs, [r["step_time_median_s"] for r in rows], "-", lw=1)[0]  # the markers carry the legend
+    axs[1].plot(xs, [r.get("tokens_per_s") or math.nan for r in rows], "-", lw=1, color=line.get_color())
+    for phase in dict.fromkeys(r.get("phase") or "grid" for r in rows):
+        sel = [r for r in rows if (r.get("phase") or "grid") == phase]
+        marker = "o" if phase == "grid" else "^"
+        name = f"{phase} points" if label is None else f"{label} ({phase})"
+        px = [r["_point"][x_axis] for r in sel]
+        axs[0].errorbar(px, [r["step_time_median_s"] for r in sel], yerr=_err(sel), fmt=marker,
+                        color=line.get_color(), capsize=3, ms=6, label=name)  # fmt: skip
+        axs[1].plot(px, [r.get("tokens_per_s") or math.nan for r in sel], marker, color=line.get_color(), label=name)
+
+
+def _fit_line(ax, fit: dict, xs: list) -> None:
+    lo, hi = min(x for x in xs if _pos(x)), max(xs)
+    grid = [lo * (hi / lo) ** (i / 99) for i in range(100)]
+    ax.plot(grid, predict_segmented(fit, grid), "--", color="grey", lw=1, label="segmented fit")
+    ax.axvline(fit["knee_x"], color="red", ls=":", lw=1)
+    ax.plot([fit["knee_x"]], [fit["knee_y"]], "x", color="red", ms=9, label=f"knee ≈ {fit['knee_x']:.4g}")
+
+
+def _bars(axs, rows: list[dict]) -> None:
+    labels = [point_text(r) for r in rows]
+    colours = ["tab:orange" if r.get("phase") == "refine" else "tab:blue" for r in rows]
+    axs[0].bar(labels, [r["step_time_median_s"] for r in rows], yerr=_err(rows), capsize=4, color=colours)
+    axs[1].bar(labels, [r.get("tokens_per_s") or 0 for r in rows], color=colours)
+    for ax in axs[:2]:
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+
+
+def _log_if_wide(ax, xs: list, ys: list) -> None:
+    xs, ys = [x for x in xs if _pos(x)], [y for y in ys if _pos(y)]
+    if xs and max(xs) / min(xs) >= LOG_SPAN:
+        ax.set_xscale("log", base=2)
+    if 0 < len(set(xs)) <= MAX_VALUE_TICKS:  # the measured values as ticks: '1.2 cores' is no value of the axis
+        ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
+    if ys and max(ys) / min(ys) >= LOG_SPAN:
+        ax.set_yscale("log")
+
+
+def _speedup(ax, axis: str, scaling: dict) -> None:
+    points, base = scaling["points"], scaling["baseline_cores"]
+    cores = [p["cores"] for p in points]
+    ax.plot(cores, [p["speedup"] for p in points], "o-", label="speed-up")
+    ax.plot(cores, [c / base for c in cores], ":", color="grey", label="ideal")
+    ax.set_xlabel(axis)
+    if len(cores) <= MAX_VALUE_TICKS:
+        ax.set_xticks(cores, [str(c) for c in cores])
+    ax.set_ylabel(f"speed-up vs {base} {axis}")
+    eff = ax.twinx()
+    eff.plot(cores, [p["efficiency"] for p in points], "s--", color="tab:green", label="efficiency")
+    eff.set_ylabel("parallel efficiency")
+    eff.set_ylim(0, 1.1)
+    (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), eff.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=7)
+
+
+# ---- whole-sweep tables ---------------------------------------------------------------------------
+def phase_table(rows: list[dict], noisy_cv: float) -> str:
+    ok = [r for r in rows if r["_ok"]]
+    table = []
+    for r in ok:
+        cv = r.get("step_time_cv")
+        noisy = _number(cv) and cv > noisy_cv
+        load = " → ".join(f"{v:g}" if _number(v) else "?" for v in (r.get("loadavg_before"), r.get("loadavg_after")))
+        load = load if noisy else ""
+        mean = r.get("step_time_mean_s") if _number(r.get("step_time_mean_s")) else r["step_time_median_s"]
+        table.append(
+            [config(r), ms(r.get("forward_s"), r.get("forward_std_s")), ms(r.get("backward_s"), r.get("backward_std_s")),
+             ms(r.get("optimizer_s"), r.get("optimizer_std_s")), ms(mean, r.get("step_time_std_s")),
+             f"{cv:.1%}" if _number(cv) else "", "noisy" if noisy else "", load]
+        )  # fmt: skip
+    flagged = sum(1 for t in table if t[6])
+    intro = (
+        f"## Forward / backward / optimizer\n\nMean per step ± std over the measured steps, in ms. {flagged} of "
+        f"{len(table)} ok rows are flagged noisy (CV > {noisy_cv:.0%}); for those the 1-minute load average before "
+        "and after the trial shows whether the machine was busy."
+    )
+    columns = ["config", "forward ms", "backward ms", "optimizer ms", "step ms (mean ± std)", "CV", "flag", "load"]
+    return intro + "\n\n" + (md_table(columns, table) if table else "No ok rows.")
+
+
+def projections(rows: list[dict], tokens: float | None) -> str:
+    columns = ["config", "median step s", f"{PROJECTION_STEPS:,} steps"]
+    if tokens:
+        columns += ["tokens/s", f"time for {tokens:,.0f} tokens"]
+    table = []
+    for r in (r for r in rows if r["_ok"]):
+        steps = r.get("projected_10k_steps_s")
+        steps = steps if _pos(steps) else PROJECTION_STEPS * r["step_time_median_s"]
+        line = [config(r), f"{r['step_time_median_s']:.4g}", seconds_and_duration(steps)]
+        if tokens:
+            tok = r.get("tokens_per_s")
+            line += [f"{tok:,.0f}", seconds_and_duration(tokens / tok)] if _pos(tok) else ["", ""]
+        table.append(line)
+    return f"## Projections\n\n{ASSUMPTIONS}\n\n" + (md_table(columns, table) if table else "No ok rows to project.")
+
+
+def not_ok(rows: list[dict]) -> str:
+    bad = [r for r in rows if not r["_ok"]]
+    if not bad:
+        return "## Trials that did not finish ok\n\nNone: every trial finished ok."
+    table = []
+    for r in bad:
+        reason = r.get("error") or ("ok but without a step time" if r.get("status") == "ok" else "no reason recorded")
+        code = f" (exit code {r['exit_code']})" if r.get("exit_code") is not None else ""
+        table.append([r.get("status"), r.get("study"), point_text(r), str(reason)[:500] + code])
+    title = f"## Trials that did not finish ok ({len(bad)})\n\n"
+    return title + md_table(["status", "study", "point", "reason"], table)
