@@ -104,7 +104,8 @@ def cmd_run(args) -> int:
     print(study_summary(Store(result_dir), sweep.sweep_id))
     share = sweep.steps_s / wall if wall > 0 else 0.0
     print(
-        f"\nsweep {sweep.sweep_id}: {len(plan.trials)} trials ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
+        f"\nsweep {sweep.sweep_id}: {len(plan.trials)} grid trials"
+        f"{' + refinement' if plan.refine else ''} ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
         f"{sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. Rows: {result_dir / 'trials'}"
     )
     from sweep.report import write_report

@@ -31,6 +31,13 @@ def test_smoke_plan_end_to_end(tmp_path):
     assert "[4/4]" in done.stdout and "ETA" in done.stdout
     assert "study width" in done.stdout and "vs first" in done.stdout and "1.00x" in done.stdout
     assert "Ray dashboard: http://127.0.0.1:" in done.stdout
+    # the report is written at the end of each run: one plot per study
+    report = tmp_path / "report" / rows[0]["sweep"]
+    assert f"report: {report / 'index.md'}" in done.stdout
+    index = (report / "index.md").read_text()
+    assert "width" in index and "attention" in index and "## Projections" in index
+    pngs = list(report.glob("*.png"))
+    assert len(pngs) >= 2 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
 
     query = run_bench("query", "SELECT study, count(*) AS n FROM trials GROUP BY study ORDER BY study", "--format", "json",
                       "--result-dir", str(tmp_path))  # fmt: skip
