@@ -27,7 +27,7 @@ from sweep.runner import (
     tune_point_trial,
 )
 from sweep.store import Store
-from trainables.config import TrialConfig, build_config
+from trainables.config import build_config
 from trainables.launcher import now_iso, run_trial
 
 # the keys autotune may change: none of them changes the model, its data or its arithmetic
@@ -67,14 +67,15 @@ def defaults_of(base: dict, space: dict) -> dict:
     return values
 
 
-def reproduce_command(cfg: TrialConfig, settings: dict) -> str:
-    base = {k: v for k, v in cfg.to_dict().items() if v is not None and v != getattr(TrialConfig(), k)}
-    keys = base | settings
-    return "python bench.py trial " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(keys.items()))
+def reproduce_command(base: dict, settings: dict) -> str:
+    """The user's own keys plus the best settings, as one `bench.py trial` command."""
+    keys = {k: v for k, v in base.items() if k not in settings} | settings
+    return "python bench.py trial " + " ".join(shlex.quote(f"{k}={v}") for k, v in keys.items())
 
 
 def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int = 2, include_compile: bool = True,
              quiet: bool = False) -> AutotuneResult:  # fmt: skip
+    import optuna
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -84,7 +85,7 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
     default = defaults_of(base, space)
     store = Store(result_dir)
     sweep_id = new_sweep_id("autotune", result_dir)
-    sweep = SweepRun(sweep_id, Plan("autotune", "bench.py autotune", base, []), store, quiet=quiet)
+    sweep = SweepRun(sweep_id, Plan("autotune", "bench.py autotune", base, []), store, quiet=quiet, expected=trials)
     started_here = not ray.is_initialized()
     if started_here:
         start_ray(None, "127.0.0.1", 8265, quiet)
@@ -93,7 +94,9 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
             metric="step_time_median_s",
             mode="min",
             points_to_evaluate=[default],  # measure the defaults first: TPE starts from a known point
-            seed=0,
+            # TPE samples at random for its first n_startup_trials (10 by default): with a budget of a
+            # dozen trials that would be all of them
+            sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=max(2, trials // 3)),
         )
         trainable = tune.with_resources(
             tune.with_parameters(
@@ -133,7 +136,7 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
     ratios = [x / y for x, y in zip(a, b, strict=True)]
     return AutotuneResult(
         sweep_id, best, default, statistics.median(a) / statistics.median(b), min(ratios), max(ratios), ab_rows,
-        reproduce_command(cfg, best),
+        reproduce_command(base, best),
     )  # fmt: skip
 
 

@@ -154,8 +154,12 @@ def _tune_callback_class():
 
 # ---- the driver -----------------------------------------------------------------------------------
 class SweepRun:
-    def __init__(self, sweep_id: str, plan: Plan, store: Store, *, quiet: bool = False):
+    def __init__(self, sweep_id: str, plan: Plan, store: Store, *, quiet: bool = False, expected: int | None = None):
         self.sweep_id, self.plan, self.store, self.quiet = sweep_id, plan, store, quiet
+        # trials this sweep will record: the grid plus every refined point (or what the caller says)
+        self.expected = (
+            expected if expected is not None else len(plan.trials) + sum(s["points"] for s in plan.refine.values())
+        )
         self.specs = [
             {"index": i, "study": t.study, "point": t.point, "config": t.config.to_dict(), "identity": t.identity}
             for i, t in enumerate(plan.trials)
@@ -167,7 +171,8 @@ class SweepRun:
 
     def record(self, row: dict) -> None:
         identity = f"{row['study']}/{row['config_key']}"
-        if identity in self.done:  # never a duplicate row, whatever Tune replays
+        # never a duplicate grid row, whatever Tune replays on resume; a searcher may measure a point twice
+        if identity in self.done and row.get("phase", "grid") == "grid":
             return
         row = row | {"sweep": self.sweep_id, "plan": self.plan.name, "recorded_at": now_iso()}
         row.setdefault("phase", "grid")
@@ -200,8 +205,7 @@ class SweepRun:
     def _progress(self, row: dict) -> None:
         if self.quiet:
             return
-        total = len(self.specs) + sum(spec["points"] for spec in self.plan.refine.values())
-        done = len(self.done)
+        total, done = self.expected, len(self.done)
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(self.recorded_here, 1) * (total - done)
         point = " ".join(f"{k}={v}" for k, v in json.loads(row.get("point") or "{}").items())
