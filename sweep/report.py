@@ -186,6 +186,9 @@ def study_section(study: str, rows: list[dict], out: Path) -> str:
 
 
 def knee_text(axis: str, fit: dict, n_ok: int) -> str:
+    if fit["knee_x"] is None:  # log-log drops values <= 0 (e.g. dropout=0): too few left for a knee
+        slope = "" if fit["single_slope"] is None else f": slope {fit['single_slope']:.2f} in log-log"
+        return f"**Fit** over the positive {axis} values{slope} ({fit['method']})."
     before, after = fit["slope_before"], fit["slope_after"]
     text = (
         f"**Knee** (segmented fit, two straight lines in log-log over {n_ok} ok points): {axis} ≈ {fit['knee_x']:.4g}, "

@@ -185,3 +185,13 @@ def test_sparse_and_odd_rows_still_report(tmp_path):
     assert "| baseline | grid | ok | 250.0 |  |  |  | 1.00x |  |  |" in text
     assert "| baseline: baseline | 0.25 | 2500 s (41 m 40 s) |  |  |" in text
     assert "**Knee**" not in text and "| 64 | grid | ok | 100.0 |" in text
+
+
+def test_an_axis_with_zero_gets_a_line_not_a_knee(tmp_path):
+    # dropout 0.0 has no logarithm: two positive values are left, too few for a knee (a real quick-plan case)
+    s = Store(tmp_path)
+    for i, (p, t) in enumerate([(0.0, 0.080), (0.1, 0.103), (0.2, 0.121)]):
+        s.append(ok_row("dropout", i, {"dropout": p}, t))
+    index = write_report(s, None).read_text()
+    assert "**Fit** over the positive dropout values: slope 0.23 in log-log" in index
+    assert "**Knee**" not in index
