@@ -84,8 +84,9 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from sweep.manifest import load_manifest
     from sweep.plan import load_plan
-    from sweep.runner import load_manifest, run_sweep
+    from sweep.runner import run_sweep
     from sweep.store import Store
     from sweep.summary import study_summary
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwctl.allocator import find_allocator
+from sweep.manifest import new_sweep_id
 from sweep.plan import Plan
 from sweep.runner import (
     DATA_DIR,
     OUTPUT_DIR,
     SweepRun,
     _tune_callback_class,
-    new_sweep_id,
     node_cpus,
     start_ray,
     tune_point_trial,

@@ -17,11 +17,11 @@ import os
 import signal
 import socket
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from hwctl.fingerprint import host_fingerprint
-from sweep.plan import Plan, Trial
+from sweep.manifest import new_sweep_id, write_manifest
+from sweep.plan import Plan
 from sweep.refine import BendSampler, bend_score_of, distribution_for, optuna_storage, study_name
 from sweep.store import Store
 from sweep.summary import skipped_text
@@ -35,54 +35,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # the store, not Tune's last saved state, is what --resume continues from
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 TUNE_DIR = "tune"
-SWEEPS_DIR = "sweeps"
-
-
-# ---- the sweep manifest: what a sweep must run, kept so --resume needs nothing else --------------
-def new_sweep_id(plan_name: str, result_dir: Path) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    sweep_id, n = f"{plan_name}-{stamp}", 1
-    while (result_dir / SWEEPS_DIR / f"{sweep_id}.json").exists():
-        n += 1
-        sweep_id = f"{plan_name}-{stamp}-{n}"
-    return sweep_id
-
-
-def write_manifest(result_dir: Path, sweep_id: str, plan: Plan, state: str) -> None:
-    folder = result_dir / SWEEPS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "sweep": sweep_id,
-        "plan": plan.name,
-        "source": plan.source,
-        "state": state,
-        "updated_at": now_iso(),
-        "refine": plan.refine,
-        "trials": [
-            {"study": t.study, "point": t.point, "config": t.config.to_dict(), "unsupported": t.unsupported}
-            for t in plan.trials
-        ],
-    }
-    tmp = folder / f".{sweep_id}.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    os.replace(tmp, folder / f"{sweep_id}.json")
-
-
-def load_manifest(result_dir: Path, sweep_id: str | None) -> tuple[str, Plan]:
-    """The named sweep, or the newest one that did not finish."""
-    folder = result_dir / SWEEPS_DIR
-    manifests = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.exists() else []
-    if sweep_id is not None:
-        manifests = [p for p in manifests if p.stem == sweep_id]
-        if not manifests:
-            raise LookupError(f"no sweep {sweep_id!r} in {folder}")
-    else:
-        manifests = [p for p in manifests if json.loads(p.read_text())["state"] != "finished"]
-        if not manifests:
-            raise LookupError(f"no unfinished sweep to resume in {folder}")
-    data = json.loads(manifests[0].read_text())
-    trials = [Trial(t["study"], t["point"], TrialConfig(**t["config"]), t["unsupported"]) for t in data["trials"]]
-    return data["sweep"], Plan(data["plan"], data["source"], {}, [], trials, refine=data.get("refine", {}))
 
 
 # ---- inside a Ray Tune trial (runs on the node) ---------------------------------------------------

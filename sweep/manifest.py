@@ -1,0 +1,60 @@
+"""The sweep manifest: what a sweep must run, written before the first trial so --resume needs nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sweep.plan import Plan, Trial
+from trainables.config import TrialConfig
+from trainables.launcher import now_iso
+
+SWEEPS_DIR = "sweeps"
+
+
+def new_sweep_id(plan_name: str, result_dir: Path) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    sweep_id, n = f"{plan_name}-{stamp}", 1
+    while (result_dir / SWEEPS_DIR / f"{sweep_id}.json").exists():
+        n += 1
+        sweep_id = f"{plan_name}-{stamp}-{n}"
+    return sweep_id
+
+
+def write_manifest(result_dir: Path, sweep_id: str, plan: Plan, state: str) -> None:
+    folder = result_dir / SWEEPS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "sweep": sweep_id,
+        "plan": plan.name,
+        "source": plan.source,
+        "state": state,
+        "updated_at": now_iso(),
+        "refine": plan.refine,
+        "trials": [
+            {"study": t.study, "point": t.point, "config": t.config.to_dict(), "unsupported": t.unsupported}
+            for t in plan.trials
+        ],
+    }
+    tmp = folder / f".{sweep_id}.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, default=str))
+    os.replace(tmp, folder / f"{sweep_id}.json")
+
+
+def load_manifest(result_dir: Path, sweep_id: str | None) -> tuple[str, Plan]:
+    """The named sweep, or the newest one that did not finish."""
+    folder = result_dir / SWEEPS_DIR
+    manifests = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.exists() else []
+    if sweep_id is not None:
+        manifests = [p for p in manifests if p.stem == sweep_id]
+        if not manifests:
+            raise LookupError(f"no sweep {sweep_id!r} in {folder}")
+    else:
+        manifests = [p for p in manifests if json.loads(p.read_text())["state"] != "finished"]
+        if not manifests:
+            raise LookupError(f"no unfinished sweep to resume in {folder}")
+    data = json.loads(manifests[0].read_text())
+    trials = [Trial(t["study"], t["point"], TrialConfig(**t["config"]), t["unsupported"]) for t in data["trials"]]
+    return data["sweep"], Plan(data["plan"], data["source"], {}, [], trials, refine=data.get("refine", {}))
