@@ -118,7 +118,7 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
             run_config=tune.RunConfig(
                 name=sweep_id,
                 storage_path=str((result_dir / "tune").resolve()),
-                callbacks=[_tune_callback_class()(sweep)],
+                callbacks=[_tune_callback_class()(sweep, ("autotune", "autotune", base))],
                 verbose=0,
             ),  # fmt: skip
         ).fit()

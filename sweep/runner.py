@@ -83,8 +83,8 @@ def _tune_callback_class():
     class StoreWriter(tune.Callback):
         """Runs in the driver: each row goes to the store the moment Tune hands it over."""
 
-        def __init__(self, sweep: SweepRun):
-            self.sweep = sweep
+        def __init__(self, sweep: SweepRun, point: tuple[str, str, dict] | None = None):
+            self.sweep, self.point = sweep, point  # point: (study, phase, base config) of searcher trials
 
         def __getstate__(self):  # Tune pickles its RunConfig; the live sweep is handed back on restore
             return {}
@@ -94,12 +94,17 @@ def _tune_callback_class():
                 self.sweep.record(json.loads(result["row"]))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            spec = self.sweep.specs[trial.config["trial"]["i"]]
             reason = "Ray trial error"
             if trial.error_file and Path(trial.error_file).exists():
                 lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
                 reason = f"Ray trial error: {lines[-1][:500]}" if lines else reason
-            self.sweep.record_failure(spec, reason)
+            if "trial" in trial.config:  # a grid trial
+                self.sweep.record_failure(self.sweep.specs[trial.config["trial"]["i"]], reason)
+            elif self.point is not None:  # a point a searcher proposed: base config + the proposed keys
+                study, phase, base = self.point
+                spec = {"study": study, "index": None, "point": dict(trial.config), "phase": phase,
+                        "config": build_config(base | dict(trial.config)).to_dict()}  # fmt: skip
+                self.sweep.record_failure(spec, reason)
 
     return StoreWriter
 
@@ -151,6 +156,7 @@ class SweepRun:
             "study": spec["study"],
             "trial_index": spec["index"],
             "point": json.dumps(spec["point"]),
+            "phase": spec.get("phase", "grid"),
         }
         self.record(row | {"status": "failed", "error": reason, "finished_at": now_iso()})
 
@@ -323,7 +329,7 @@ def _run_refinement(
         run_config=tune.RunConfig(
             name=f"{sweep.sweep_id}-refine-{study}-{int(time.time())}",
             storage_path=str(storage),
-            callbacks=[_tune_callback_class()(sweep)],
+            callbacks=[_tune_callback_class()(sweep, (study, "refine", base))],
             verbose=0,
         ),
     ).fit()
