@@ -290,6 +290,7 @@ def _run_refinement(
     sweep: SweepRun, study: str, spec: dict, ok_rows: list[dict], remaining: int, result_dir: Path, storage: Path
 ):
     import optuna
+    from optuna.trial import TrialState
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -299,7 +300,9 @@ def _run_refinement(
     distribution, log = distribution_for(list(points), integer)
     name, db = study_name(sweep.sweep_id, study), optuna_storage(result_dir)
     try:  # resumed: the Optuna study already holds some points; warm-start only with the others
-        known = {t.params.get(axis) for t in optuna.load_study(study_name=name, storage=db).get_trials(deepcopy=False)}
+        study_so_far = optuna.load_study(study_name=name, storage=db)
+        # COMPLETE only: a trial a killed driver left RUNNING may be in the store but not told to Optuna
+        known = {t.params.get(axis) for t in study_so_far.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     except KeyError:
         known = set()
     warm = {x: y for x, y in points.items() if x not in known}
