@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hwctl.fingerprint import cpuinfo_fields
+
 # cap -> (CPU flags it needs, environment that imposes it)
 ISA_CAPS = {
     "sse42": (
@@ -44,12 +46,9 @@ ISA_CAPS = {
 
 def cpu_flags(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> set[str]:
     try:
-        for line in cpuinfo_path.read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+        return set(cpuinfo_fields(cpuinfo_path.read_text()).get("flags", "").split())
     except OSError:
-        pass
-    return set()
+        return set()
 
 
 def isa_unsupported_reason(isa: str, flags: set[str] | None = None) -> str | None:

@@ -121,10 +121,7 @@ def build_worker_env(cfg: TrialConfig, threads: int, cpus: list[int] | None, bas
         env["OMP_PLACES"] = ",".join(f"{{{c}}}" for c in cpus)
         env["OMP_PROC_BIND"] = "spread" if cfg.pinning == "spread" else "close"
     if cfg.allocator != "default":
-        library = find_allocator(cfg.allocator)
-        if library is None:
-            raise Unsupported(missing_reason(cfg.allocator))
-        env["LD_PRELOAD"] = library
+        env["LD_PRELOAD"] = find_allocator(cfg.allocator)  # present: unsupported_reason checked it
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), base_env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -158,14 +155,12 @@ def run_trial(
     """Run one validated config in a fresh worker process and return its flat result row."""
     row = base_row(cfg, cfg.config_key())
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
-    try:
-        threads, cpus = resolve_resources(cfg, allowed, sysfs_root)
-        env = build_worker_env(cfg, threads, cpus, dict(os.environ))
-        reason = isa_unsupported_reason(cfg.isa) if cfg.isa else None
-        if reason:
-            raise Unsupported(reason)
-    except Unsupported as exc:
-        return row | {"status": "unsupported", "error": str(exc), "finished_at": now_iso()}
+    # the same check plan validation makes: one definition of what this node cannot run
+    reason = unsupported_reason(cfg, allowed, sysfs_root)
+    if reason:
+        return row | {"status": "unsupported", "error": reason, "finished_at": now_iso()}
+    threads, cpus = resolve_resources(cfg, allowed, sysfs_root)
+    env = build_worker_env(cfg, threads, cpus, dict(os.environ))
     memory_cap_mb = cfg.memory_cap_mb or int(psutil.virtual_memory().total / 2**20 * 0.9)
     row |= {
         "threads": threads,
