@@ -84,29 +84,30 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from sweep.manifest import load_manifest
-    from sweep.plan import load_plan
+    from sweep.plan import load_plan, read_plan_document
     from sweep.runner import run_sweep
     from sweep.store import Store
     from sweep.summary import study_summary
 
     result_dir = Path(args.result_dir)
-    if args.resume:
-        sweep_id, plan = load_manifest(result_dir, args.sweep)
-    else:
-        plan, sweep_id = load_plan(args.plan, record_unsupported=args.record_unsupported), None
+    document = source = None
+    if not args.resume:
+        document, source = read_plan_document(args.plan)
+        if not args.address:  # this machine is the only node: validate here, before Ray starts
+            load_plan(args.plan, record_unsupported=args.record_unsupported)
     started = time.perf_counter()
     sweep = run_sweep(
-        plan, result_dir, resume_sweep=sweep_id, address=args.address,
-        dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+        document, source, result_dir, resume=args.resume, resume_sweep=args.sweep, address=args.address,
+        nodes=args.nodes, record_unsupported=args.record_unsupported, dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
     )  # fmt: skip
     wall = time.perf_counter() - started
     print()
     print(study_summary(Store(result_dir), sweep.sweep_id))
     share = sweep.steps_s / wall if wall > 0 else 0.0
     print(
-        f"\nsweep {sweep.sweep_id}: {len(plan.trials)} grid trials"
-        f"{' + refinement' if plan.refine else ''} ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
+        f"\nsweep {sweep.sweep_id}: {len(sweep.specs)} grid trials on {len(sweep.nodes)} node(s)"
+        f"{' + refinement' if sweep.refine else ''} ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
         f"{sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. Rows: {result_dir / 'trials'}"
     )
     from sweep.report import write_report
@@ -124,6 +125,28 @@ def cmd_report(args) -> int:
 
     path = write_report(Store(args.result_dir), args.sweep, tokens=args.tokens)
     print(f"report: {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from sweep import compare
+    from sweep.store import Store
+
+    store = Store(args.result_dir)
+    comparison = compare.build_comparison(compare.load_rows(store, args.sweep), by=args.by, ref=args.ref)
+    path = compare.write_compare(comparison, Path(args.out) if args.out else store.root / "report" / "compare")
+    if args.format == "table":
+        print(compare.compare_text(comparison))
+        print(f"\ncomparison: {path}")
+        return 0
+    if args.format == "json":
+        print(json.dumps(compare.comparison_json(comparison)))
+    else:
+        records = compare.comparison_records(comparison)
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    print(f"comparison: {path}", file=sys.stderr)  # stdout stays pure data
     return 0
 
 
@@ -209,7 +232,14 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--record-unsupported", action="store_true", help="values this machine cannot honour become 'unsupported' rows"
     )
-    run.add_argument("--address", help="join an existing Ray cluster (auto or HOST:PORT) instead of starting one")
+    run.add_argument(
+        "--address", help="run on an existing Ray cluster (auto or HOST:PORT) instead of starting one on this machine"
+    )
+    run.add_argument(
+        "--nodes",
+        default="all",
+        help="with --address: all (default) or a comma list of node IPs/hostnames; every trial runs once on each",
+    )
     run.add_argument(
         "--dashboard-host", default="127.0.0.1", help="address the Ray dashboard listens on (default 127.0.0.1)"
     )
@@ -222,6 +252,36 @@ def make_parser() -> argparse.ArgumentParser:
     report.add_argument("--tokens", type=float, help="also project the time to train on this many tokens, e.g. 1e9")
     report.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     report.set_defaults(func=cmd_report)
+
+    compare = commands.add_parser(
+        "compare",
+        help="the same configs on several hosts side by side: step time, tokens/s, speed-up vs a reference host, "
+        "the recorded hardware; writes compare.md and one plot per study",
+    )
+    compare.add_argument(
+        "--by",
+        choices=("host", "node"),
+        default="host",
+        help="group rows by hostname (default; hosts sharing a name are split by IP as 'host (ip)') or by node IP",
+    )
+    compare.add_argument(
+        "--ref", help="the reference: a hostname or node IP (default: the one with the most ok rows, ties by name)"
+    )
+    compare.add_argument(
+        "--sweep",
+        help="one sweep id, or 'latest' (default: every sweep in the store; a config_key is the same config in any "
+        "sweep, and each cell is the median over that host's rows, with their count)",
+    )
+    compare.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
+    compare.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (default): the side-by-side, speed-up and recorded-variables tables; csv: one record per config "
+        "and host; json: those records and the recorded variables per host",
+    )
+    compare.add_argument("--out", help="folder for compare.md and the PNGs (default: <result-dir>/report/compare)")
+    compare.set_defaults(func=cmd_compare)
 
     tune_cmd = commands.add_parser(
         "autotune", help="find the fastest settings (threads, pinning, allocator, ...) for one model config"

@@ -16,17 +16,9 @@ from pathlib import Path
 
 from hwctl.allocator import find_allocator
 from sweep.manifest import new_sweep_id
-from sweep.plan import Plan
-from sweep.runner import (
-    DATA_DIR,
-    OUTPUT_DIR,
-    SweepRun,
-    _tune_callback_class,
-    node_cpus,
-    start_ray,
-    tune_point_trial,
-)
+from sweep.runner import _tune_callback_class, local_node, node_bundle, start_ray, tune_point_trial
 from sweep.store import Store
+from sweep.sweeprun import SweepRun
 from trainables.config import build_config
 from trainables.launcher import now_iso, run_trial
 
@@ -85,7 +77,7 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
     default = defaults_of(base, space)
     store = Store(result_dir)
     sweep_id = new_sweep_id("autotune", result_dir)
-    sweep = SweepRun(sweep_id, Plan("autotune", "bench.py autotune", base, []), store, quiet=quiet, expected=trials)
+    sweep = SweepRun(sweep_id, "autotune", store, quiet=quiet, expected=trials)
     started_here = not ray.is_initialized()
     if started_here:
         start_ray(None, "127.0.0.1", 8265, quiet)
@@ -98,16 +90,10 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
             # dozen trials that would be all of them
             sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=max(2, trials // 3)),
         )
+        node = local_node()
         trainable = tune.with_resources(
-            tune.with_parameters(
-                tune_point_trial,
-                base=base,
-                study="autotune",
-                phase="autotune",
-                data_dir=str(DATA_DIR),
-                output_dir=str(OUTPUT_DIR),
-            ),  # fmt: skip
-            tune.PlacementGroupFactory([{"CPU": node_cpus()}], strategy="STRICT_PACK"),
+            tune.with_parameters(tune_point_trial, base=base, study="autotune", phase="autotune"),
+            node_bundle(node.ip, node.cpus),
         )
         tune.Tuner(
             trainable,
@@ -118,7 +104,7 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
             run_config=tune.RunConfig(
                 name=sweep_id,
                 storage_path=str((result_dir / "tune").resolve()),
-                callbacks=[_tune_callback_class()(sweep, ("autotune", "autotune", base))],
+                callbacks=[_tune_callback_class()(sweep, ("autotune", "autotune", base, node.ip))],
                 verbose=0,
             ),  # fmt: skip
         ).fit()

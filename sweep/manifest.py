@@ -7,8 +7,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sweep.plan import Plan, Trial
-from trainables.config import TrialConfig
+from sweep.sweeprun import SweepRun
 from trainables.launcher import now_iso
 
 SWEEPS_DIR = "sweeps"
@@ -23,27 +22,26 @@ def new_sweep_id(plan_name: str, result_dir: Path) -> str:
     return sweep_id
 
 
-def write_manifest(result_dir: Path, sweep_id: str, plan: Plan, state: str) -> None:
+def write_manifest(result_dir: Path, sweep: SweepRun, source: str, state: str) -> None:
+    """Every (node, trial) pair of the sweep and each node's columns: --resume needs nothing else."""
     folder = result_dir / SWEEPS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "sweep": sweep_id,
-        "plan": plan.name,
-        "source": plan.source,
+        "sweep": sweep.sweep_id,
+        "plan": sweep.plan_name,
+        "source": source,
         "state": state,
         "updated_at": now_iso(),
-        "refine": plan.refine,
-        "trials": [
-            {"study": t.study, "point": t.point, "config": t.config.to_dict(), "unsupported": t.unsupported}
-            for t in plan.trials
-        ],
+        "refine": sweep.refine,
+        "nodes": sweep.node_columns,
+        "trials": sweep.specs,
     }
-    tmp = folder / f".{sweep_id}.json.tmp"
+    tmp = folder / f".{sweep.sweep_id}.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    os.replace(tmp, folder / f"{sweep_id}.json")
+    os.replace(tmp, folder / f"{sweep.sweep_id}.json")
 
 
-def load_manifest(result_dir: Path, sweep_id: str | None) -> tuple[str, Plan]:
+def load_manifest(result_dir: Path, sweep_id: str | None) -> dict:
     """The named sweep, or the newest one that did not finish."""
     folder = result_dir / SWEEPS_DIR
     manifests = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.exists() else []
@@ -56,5 +54,6 @@ def load_manifest(result_dir: Path, sweep_id: str | None) -> tuple[str, Plan]:
         if not manifests:
             raise LookupError(f"no unfinished sweep to resume in {folder}")
     data = json.loads(manifests[0].read_text())
-    trials = [Trial(t["study"], t["point"], TrialConfig(**t["config"]), t["unsupported"]) for t in data["trials"]]
-    return data["sweep"], Plan(data["plan"], data["source"], {}, [], trials, refine=data.get("refine", {}))
+    if "nodes" not in data:
+        raise LookupError(f"sweep {data['sweep']} was written by an older bench.py that did not record nodes")
+    return data

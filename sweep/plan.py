@@ -88,16 +88,21 @@ def load_plan(
     allowed_cpus: set[int] | None = None,
     sysfs_root: Path = SYSFS_ROOT,
 ) -> Plan:
+    document, source = read_plan_document(name_or_path)
+    return expand_plan(
+        document, source, record_unsupported=record_unsupported, allowed_cpus=allowed_cpus, sysfs_root=sysfs_root
+    )
+
+
+def read_plan_document(name_or_path: str) -> tuple[dict, str]:
+    """The plan's YAML as a mapping, and where it came from; each node of a sweep expands it itself."""
     path = resolve_plan_path(name_or_path)
     if not path.exists():
         raise PlanError(str(path), [f"no such plan file (shipped plans: {', '.join(available_plans())})"])
     try:
-        document = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text()), str(path)
     except yaml.YAMLError as exc:
         raise PlanError(str(path), [f"not valid YAML: {exc}"]) from None
-    return expand_plan(
-        document, str(path), record_unsupported=record_unsupported, allowed_cpus=allowed_cpus, sysfs_root=sysfs_root
-    )
 
 
 class UnknownRange(ValueError):

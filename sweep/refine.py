@@ -30,8 +30,8 @@ def optuna_storage(result_dir: Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{(Path(result_dir) / OPTUNA_DB).resolve()}")
 
 
-def study_name(sweep_id: str, study: str) -> str:
-    return f"{sweep_id}/{study}"
+def study_name(sweep_id: str, study: str, node: str | None = None) -> str:
+    return f"{sweep_id}/{study}" + (f"@{node}" if node else "")
 
 
 def measured_points(study: optuna.Study, param: str) -> tuple[list[float], list[float]]:

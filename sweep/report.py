@@ -4,22 +4,36 @@ Per study a plot and table of median step time and tokens/s against its axis, wi
 for numeric axes and speed-up, efficiency and an Amdahl fit for core counts; then a forward/backward/optimizer table
 with noisy rows flagged, projections to 10,000 steps and to a token budget, and every trial that did not finish ok with
 its reason. Rows written by older versions lack some columns: every column is read with .get() and may be None/NaN.
+
+A sweep that ran on several nodes never mixes them in one curve or fit: each study gets one section per node (titled
+"on host (ip)"), and an "Across nodes" section (sweep/compare.py) puts the nodes side by side first.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
+from sweep.compare import CompareError, build_comparison, compare_markdown, group_rows, node_count
 from sweep.fit import amdahl_fit, predict_segmented, segmented_fit, speedup_and_efficiency
+from sweep.rows import (
+    MAX_VALUE_TICKS,
+    clean_row,
+    is_number,
+    is_positive,
+    latest_sweep,
+    log_if_wide,
+    md_table,
+    ms,
+    plan_order,
+    point_text,
+    study_shape,
+)
 from sweep.store import EmptyStore, Store
 
 PROJECTION_STEPS = 10_000
 CORE_AXES = ("cores", "threads")
-LOG_SPAN = 8  # an axis spanning 8x or more (three doublings) reads better on a log scale
-MAX_VALUE_TICKS = 12  # up to this many measured values, each is a tick
 FLAT_BEND = 0.1  # slopes closer than this in log-log are one straight line within step-time noise
 ASSUMPTIONS = (
     "Assumptions: every step takes the steady-state median step time measured after warm-up (compile and cold start "
@@ -33,7 +47,7 @@ def write_report(
 ) -> Path:
     """Write index.md and the PNGs for a sweep (None: the one recorded most recently); returns index.md's path."""
     sweep_id = sweep_id or latest_sweep(store)
-    rows = sorted((_clean(r) for r in store.rows(sweep_id)), key=_plan_order)
+    rows = sorted((clean_row(r) for r in store.rows(sweep_id)), key=plan_order)
     if not rows:
         raise EmptyStore(f"sweep {sweep_id!r} has no rows in the store at {store.root}")
     out = Path(out_dir) if out_dir else store.root / "report" / sweep_id
@@ -42,79 +56,47 @@ def write_report(
     for row in rows:
         studies.setdefault(str(row.get("study")), []).append(row)
     studies = {name: study_shape(study_rows)[-1] for name, study_rows in studies.items()}
-    rows = [r for study_rows in studies.values() for r in study_rows]  # whole-sweep tables follow the sections
-    parts = [header(sweep_id, rows)]
-    parts += [study_section(name, study_rows, out) for name, study_rows in studies.items()]
+    nodes = split_by_node(rows)
+    sections = [
+        (name, node, [r for r in study_rows if r.get("_node") == node])
+        for name, study_rows in studies.items()
+        for node in nodes
+    ]
+    sections = [(name, node, section_rows) for name, node, section_rows in sections if section_rows]
+    rows = [r for *_, section_rows in sections for r in section_rows]  # whole-sweep tables follow the sections
+    parts = [header(sweep_id, rows)] + ([across_nodes(rows, out)] if len(nodes) > 1 else [])
+    parts += [study_section(name, section_rows, out, node) for name, node, section_rows in sections]
     parts += [phase_table(rows, noisy_cv), projections(rows, tokens), not_ok(rows)]
     index = out / "index.md"
     index.write_text("\n\n".join(parts) + "\n")
     return index
 
 
-def latest_sweep(store: Store) -> str:
-    columns, _ = store.query("SELECT * FROM trials LIMIT 0")
-    when = next((c for c in ("recorded_at", "finished_at", "started_at") if c in columns), None)
-    order = f"max({when}) DESC NULLS LAST, " if when else ""
-    _, found = store.query(f"SELECT sweep FROM trials GROUP BY sweep ORDER BY {order}sweep DESC LIMIT 1")
-    return found[0][0]
+def split_by_node(rows: list[dict]) -> list[str | None]:
+    """The node labels ("host (ip)") of a sweep that ran on several nodes, each row marked with its own in "_node";
+    [None] for one node. Curves and fits never mix nodes: each study gets one section per node."""
+    if node_count(rows) < 2:
+        return [None]
+    groups = group_rows(rows, by="node")
+    for label, members in groups.items():
+        for r in members:
+            r["_node"] = label
+    return list(groups)
 
 
-# ---- rows -----------------------------------------------------------------------------------------
-def _clean(row: dict) -> dict:
-    row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-    point = row.get("point")
-    if isinstance(point, str):
-        try:
-            point = json.loads(point)
-        except ValueError:
-            point = {"point": point}
-    row["_point"] = point if isinstance(point, dict) else {}
-    row["_ok"] = row.get("status") == "ok" and _pos(row.get("step_time_median_s"))
-    return row
-
-
-def _plan_order(row: dict):
-    index = row.get("trial_index")
-    return (index is None, index if index is not None else 0, str(row.get("recorded_at") or ""))
-
-
-def _pos(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def point_text(row: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in row["_point"].items()) or "baseline"
+def across_nodes(rows: list[dict], out: Path) -> str:
+    """The cross-node comparison (compare.py) of one sweep; its plots go next to index.md."""
+    try:
+        return compare_markdown(build_comparison(rows, by="node"), out, level=2)
+    except CompareError as exc:
+        return f"## Across nodes\n\n{exc}."
 
 
 def config(row: dict) -> str:
-    return f"{row.get('study')}: {point_text(row)}"
-
-
-def study_axes(rows: list[dict]) -> tuple[list[str], list[str]]:
-    """(all varied keys in first-seen order, the numeric ones: a number in every row that has the key)."""
-    axes = list(dict.fromkeys(k for r in rows for k in r["_point"]))
-    numeric = [a for a in axes if all(_number(r["_point"][a]) for r in rows if a in r["_point"])]
-    return axes, numeric
+    return f"{row.get('study')}: {point_text(row)}" + (f" on {row['_node']}" if row.get("_node") else "")
 
 
 # ---- formatting -----------------------------------------------------------------------------------
-def cell(value) -> str:
-    return "" if value is None else re.sub(r"\s+", " ", str(value)).replace("|", "\\|").strip()
-
-
-def md_table(columns: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
-
-
-def ms(seconds, std=None) -> str:
-    if not _number(seconds) or math.isnan(seconds):
-        return ""
-    return f"{seconds * 1e3:.1f}" + (f" ± {std * 1e3:.1f}" if _number(std) and not math.isnan(std) else "")
 
 
 def duration(seconds: float) -> str:
@@ -134,7 +116,7 @@ def seconds_and_duration(seconds: float) -> str:
 def header(sweep_id: str, rows: list[dict]) -> str:
     hosts: dict[str, set[str]] = {}
     for r in rows:
-        models = hosts.setdefault(str(r.get("host")), set())
+        models = hosts.setdefault(str(r.get("_node") or r.get("host")), set())
         if r.get("hw_cpu_model"):  # rows of trials that never started carry no fingerprint
             models.add(str(r["hw_cpu_model"]))
     counts: dict[str, int] = {}
@@ -145,7 +127,7 @@ def header(sweep_id: str, rows: list[dict]) -> str:
         f"# Sweep `{sweep_id}`",
         "",
         f"- plan: {', '.join(sorted({str(r.get('plan')) for r in rows if r.get('plan')})) or 'not recorded'}",
-        "- host(s): "
+        ("- nodes: " if any(r.get("_node") for r in rows) else "- host(s): ")
         + "; ".join(f"{h} ({', '.join(sorted(m)) or 'CPU model not recorded'})" for h, m in sorted(hosts.items())),
         f"- trials: {len(rows)} ({', '.join(f'{s} {n}' for s, n in sorted(counts.items()))})",
     ]
@@ -155,23 +137,14 @@ def header(sweep_id: str, rows: list[dict]) -> str:
 
 
 # ---- one study ------------------------------------------------------------------------------------
-def study_shape(rows: list[dict]) -> tuple[str, str | None, str | None, list[str], list[dict]]:
-    """(kind, x axis, series axis, all axes, rows in display order): 'line' for one numeric axis (rows by value),
-    'grid' for two axes of which one is numeric (one line per value of the other), 'bar' for anything else."""
-    axes, numeric = study_axes(rows)
-    if len(axes) == 1 and numeric:
-        x_axis = axes[0]
-        rows = sorted(rows, key=lambda r: (r["_point"].get(x_axis) is None, r["_point"].get(x_axis) or 0))
-        return "line", x_axis, None, axes, rows
-    if len(axes) == 2 and numeric:
-        return "grid", numeric[0], next(a for a in axes if a != numeric[0]), axes, rows
-    return "bar", None, None, axes, rows
 
 
-def study_section(study: str, rows: list[dict], out: Path) -> str:
+def study_section(study: str, rows: list[dict], out: Path, node: str | None = None) -> str:
+    """A study's plot, fits and table; `node`: the rows are one node's of a multi-node sweep, named in the title."""
     kind, x_axis, series, axes, rows = study_shape(rows)
-    ok = [r for r in rows if r["_ok"] and (x_axis is None or _number(r["_point"].get(x_axis)))]
-    text = [f"## Study `{study}`" + (f": {', '.join(axes)}" if axes else ""), ""]
+    ok = [r for r in rows if r["_ok"] and (x_axis is None or is_number(r["_point"].get(x_axis)))]
+    title = f"## Study `{study}`" + (f": {', '.join(axes)}" if axes else "") + (f" on {node}" if node else "")
+    text = [title, ""]
     fit = scaling = None
     if kind == "line" and len({r["_point"][x_axis] for r in ok}) >= 3:
         fit = segmented_fit([r["_point"][x_axis] for r in ok], [r["step_time_median_s"] for r in ok])
@@ -179,9 +152,12 @@ def study_section(study: str, rows: list[dict], out: Path) -> str:
     if kind == "line" and (study == "cores" or x_axis in CORE_AXES):
         scaling = speedup_and_efficiency([r["_point"][x_axis] for r in ok], [r["step_time_median_s"] for r in ok])
         text += [scaling_text(x_axis, scaling, [r["_point"][x_axis] for r in ok], ok), ""]
-    png = out / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', study)}.png"
-    plot_study(png, study, kind, x_axis, series, ok, fit, scaling)
-    text += [f"![{study}]({png.name})", "", study_table(rows, axes)]
+    name, label = re.sub(r"[^A-Za-z0-9._-]+", "_", study), study + (f" on {node}" if node else "")
+    if node:
+        name += "-" + re.sub(r"[^A-Za-z0-9.-]+", "_", node).strip("_")
+    png = out / f"{name}.png"
+    plot_study(png, label, kind, x_axis, series, ok, fit, scaling)
+    text += [f"![{label}]({png.name})", "", study_table(rows, axes)]
     return "\n".join(text)
 
 
@@ -224,7 +200,7 @@ def scaling_text(axis: str, scaling: dict, cores: list, ok: list[dict]) -> str:
 
 def phase_text(row: dict) -> str:
     bend = row.get("bend_score")
-    return (row.get("phase") or "grid") + (f" (bend score {bend:.3g})" if _number(bend) else "")
+    return (row.get("phase") or "grid") + (f" (bend score {bend:.3g})" if is_number(bend) else "")
 
 
 def study_table(rows: list[dict], axes: list[str]) -> str:
@@ -236,11 +212,12 @@ def study_table(rows: list[dict], axes: list[str]) -> str:
         lo, hi = r.get("step_time_min_s"), r.get("step_time_max_s")
         table.append(
             [r["_point"].get(a) for a in axes] + [phase_text(r), r.get("status"), ms(med) if ok else "",
-             f"{ms(lo)}–{ms(hi)}" if ok and _number(lo) and _number(hi) else "",
-             f"{r['step_time_cv']:.1%}" if ok and _number(r.get("step_time_cv")) else "",
-             f"{tok:,.0f}" if ok and _number(tok) else "",
+             f"{ms(lo)}–{ms(hi)}" if ok and is_number(lo) and is_number(hi) else "",
+             f"{r['step_time_cv']:.1%}" if ok and is_number(r.get("step_time_cv")) else "",
+             f"{tok:,.0f}" if ok and is_number(tok) else "",
              f"{med / first['step_time_median_s']:.2f}x" if ok and first else "",
-             f"{tok / first['tokens_per_s']:.2f}x" if ok and _pos(tok) and _pos(first.get("tokens_per_s")) else "",
+             f"{tok / first['tokens_per_s']:.2f}x"
+             if ok and is_positive(tok) and is_positive(first.get("tokens_per_s")) else "",
              str(r.get("error") or "")[:80] if not ok else ""]
         )  # fmt: skip
     columns = (axes or ["point"]) + ["phase", "status", "median ms", "min–max ms", "CV", "tokens/s"]
@@ -278,8 +255,8 @@ def plot_study(png: Path, study, kind, x_axis, series, ok, fit, scaling) -> None
             ax.set_xlabel(x_axis)
             ax.legend(fontsize=7)
         xs = [r["_point"][x_axis] for r in ok]
-        _log_if_wide(axs[0], xs, [r["step_time_median_s"] for r in ok])
-        _log_if_wide(axs[1], xs, [r.get("tokens_per_s") for r in ok])
+        log_if_wide(axs[0], xs, [r["step_time_median_s"] for r in ok])
+        log_if_wide(axs[1], xs, [r.get("tokens_per_s") for r in ok])
     if panels == 3:
         _speedup(axs[2], x_axis, scaling)
     axs[0].set_ylabel("median step time (s), bars min–max")
@@ -309,7 +286,7 @@ def _lines(axs, x_axis: str, rows: list[dict], label: str | None) -> None:
 
 
 def _fit_line(ax, fit: dict, xs: list) -> None:
-    lo, hi = min(x for x in xs if _pos(x)), max(xs)
+    lo, hi = min(x for x in xs if is_positive(x)), max(xs)
     grid = [lo * (hi / lo) ** (i / 99) for i in range(100)]
     ax.plot(grid, predict_segmented(fit, grid), "--", color="grey", lw=1, label="segmented fit")
     ax.axvline(fit["knee_x"], color="red", ls=":", lw=1)
@@ -323,16 +300,6 @@ def _bars(axs, rows: list[dict]) -> None:
     axs[1].bar(labels, [r.get("tokens_per_s") or 0 for r in rows], color=colours)
     for ax in axs[:2]:
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-
-
-def _log_if_wide(ax, xs: list, ys: list) -> None:
-    xs, ys = [x for x in xs if _pos(x)], [y for y in ys if _pos(y)]
-    if xs and max(xs) / min(xs) >= LOG_SPAN:
-        ax.set_xscale("log", base=2)
-    if 0 < len(set(xs)) <= MAX_VALUE_TICKS:  # the measured values as ticks: '1.2 cores' is no value of the axis
-        ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
-    if ys and max(ys) / min(ys) >= LOG_SPAN:
-        ax.set_yscale("log")
 
 
 def _speedup(ax, axis: str, scaling: dict) -> None:
@@ -358,14 +325,14 @@ def phase_table(rows: list[dict], noisy_cv: float) -> str:
     table = []
     for r in ok:
         cv = r.get("step_time_cv")
-        noisy = _number(cv) and cv > noisy_cv
-        load = " → ".join(f"{v:g}" if _number(v) else "?" for v in (r.get("loadavg_before"), r.get("loadavg_after")))
+        noisy = is_number(cv) and cv > noisy_cv
+        load = " → ".join(f"{v:g}" if is_number(v) else "?" for v in (r.get("loadavg_before"), r.get("loadavg_after")))
         load = load if noisy else ""
-        mean = r.get("step_time_mean_s") if _number(r.get("step_time_mean_s")) else r["step_time_median_s"]
+        mean = r.get("step_time_mean_s") if is_number(r.get("step_time_mean_s")) else r["step_time_median_s"]
         table.append(
             [config(r), ms(r.get("forward_s"), r.get("forward_std_s")), ms(r.get("backward_s"), r.get("backward_std_s")),
              ms(r.get("optimizer_s"), r.get("optimizer_std_s")), ms(mean, r.get("step_time_std_s")),
-             f"{cv:.1%}" if _number(cv) else "", "noisy" if noisy else "", load]
+             f"{cv:.1%}" if is_number(cv) else "", "noisy" if noisy else "", load]
         )  # fmt: skip
     flagged = sum(1 for t in table if t[6])
     intro = (
@@ -384,11 +351,11 @@ def projections(rows: list[dict], tokens: float | None) -> str:
     table = []
     for r in (r for r in rows if r["_ok"]):
         steps = r.get("projected_10k_steps_s")
-        steps = steps if _pos(steps) else PROJECTION_STEPS * r["step_time_median_s"]
+        steps = steps if is_positive(steps) else PROJECTION_STEPS * r["step_time_median_s"]
         line = [config(r), f"{r['step_time_median_s']:.4g}", seconds_and_duration(steps)]
         if tokens:
             tok = r.get("tokens_per_s")
-            line += [f"{tok:,.0f}", seconds_and_duration(tokens / tok)] if _pos(tok) else ["", ""]
+            line += [f"{tok:,.0f}", seconds_and_duration(tokens / tok)] if is_positive(tok) else ["", ""]
         table.append(line)
     return f"## Projections\n\n{ASSUMPTIONS}\n\n" + (md_table(columns, table) if table else "No ok rows to project.")
 
@@ -397,10 +364,11 @@ def not_ok(rows: list[dict]) -> str:
     bad = [r for r in rows if not r["_ok"]]
     if not bad:
         return "## Trials that did not finish ok\n\nNone: every trial finished ok."
-    table = []
+    table, multi_node = [], any(r.get("_node") for r in rows)
     for r in bad:
         reason = r.get("error") or ("ok but without a step time" if r.get("status") == "ok" else "no reason recorded")
         code = f" (exit code {r['exit_code']})" if r.get("exit_code") is not None else ""
-        table.append([r.get("status"), r.get("study"), point_text(r), str(reason)[:500] + code])
+        node = [r.get("_node")] if multi_node else []
+        table.append([r.get("status"), r.get("study"), *node, point_text(r), str(reason)[:500] + code])
     title = f"## Trials that did not finish ok ({len(bad)})\n\n"
-    return title + md_table(["status", "study", "point", "reason"], table)
+    return title + md_table(["status", "study", *(["node"] if multi_node else []), "point", "reason"], table)

@@ -1,12 +1,15 @@
-"""Run a plan through Ray Tune: one trial per point, each on a placement group that claims every CPU
-of its node (STRICT_PACK), so no two timed trials ever share a node. Inside, the trial starts the
-worker process of trainables/ pinned to concrete cores, and reports its row to Tune; the driver's
-callback writes each row to the store as it arrives and prints progress.
+"""Run a plan through Ray Tune on one node or on every node of a cluster.
 
-Resume: the store, written atomically row by row, is the truth about which trials finished. Tune's
-own experiment state is restored with Tuner.restore, but it lags the results (a trial finished just
-before a kill -9 may still be "running" there), so every trial first checks a skip list built from
-the store, and any trial the store still lacks afterwards is run in a follow-up experiment.
+Each selected node first expands the plan itself (sweep/nodes.py): what it cannot run becomes an
+`unsupported` row for that node. Then every (node, trial) pair runs as a Ray Tune trial on a placement
+group that claims all CPUs of its node (sweep/scheduler.py hands Tune one pair per free node), so no two
+timed trials ever share a node and all nodes work in parallel. Inside, the trial starts the worker
+process of trainables/ pinned to concrete cores and reports its row to Tune; the driver's callback, and
+nothing else, writes each row to the store as it arrives.
+
+Resume: the store, written atomically row by row, is the truth about which pairs finished (Tune's own
+experiment state lags the results: a trial finished just before a kill -9 may still be "running"
+there), so a resumed sweep starts a new Tune experiment over exactly the pairs the store lacks.
 """
 
 from __future__ import annotations
@@ -15,18 +18,18 @@ import functools
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
-from hwctl.fingerprint import host_fingerprint
-from sweep.manifest import new_sweep_id, write_manifest
-from sweep.plan import Plan
-from sweep.refine import BendSampler, bend_score_of, distribution_for, optuna_storage, study_name
+from sweep.manifest import load_manifest, new_sweep_id, write_manifest
+from sweep.nodes import Node, alive_ips, alive_nodes, nowhere_runnable, probe_nodes, select_nodes
+from sweep.plan import PlanError
+from sweep.refine import BendSampler, distribution_for, optuna_storage, study_name
+from sweep.scheduler import LostNodeStopper, NodeQueue
 from sweep.store import Store
-from sweep.summary import skipped_text
+from sweep.sweeprun import SweepRun, spec_of
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, build_config
-from trainables.launcher import DATA_DIR, OUTPUT_DIR, base_row, now_iso, run_trial, unsupported_reason
+from trainables.launcher import DATA_DIR, OUTPUT_DIR, run_trial, unsupported_reason
 
 # Tune's legacy console reporter: it takes the columns to show (the new one prints every metric of
 # every finished trial, our row JSON included)
@@ -35,26 +38,22 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # the store, not Tune's last saved state, is what --resume continues from
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 TUNE_DIR = "tune"
+NODE_SHARE = 0.001  # of the `node:<IP>` resource (1 per node): enough to pin a bundle to that node
 
 
 # ---- inside a Ray Tune trial (runs on the node) ---------------------------------------------------
-def tune_trial(config: dict, trials: list[dict], skip: frozenset[str], data_dir: str, output_dir: str) -> None:
-    from ray import tune
-
-    spec = trials[config["trial"]["i"]]
-    if spec["identity"] in skip:
-        tune.report({"skipped": 1})
-        return
-    cfg = TrialConfig(**spec["config"])
-    row = run_trial(cfg, data_dir=Path(data_dir), output_dir=Path(output_dir))
+def tune_trial(config: dict, specs: list[dict]) -> None:
+    spec = specs[config["trial"]["i"]]
+    # the node's own data/ (token cache, peaks) and output/: the driver's paths may not exist here
+    row = run_trial(TrialConfig(**spec["config"]), data_dir=DATA_DIR, output_dir=OUTPUT_DIR)
     row |= {"study": spec["study"], "trial_index": spec["index"], "point": json.dumps(spec["point"]), "phase": "grid"}
     _report_row(row)
 
 
-def tune_point_trial(config: dict, base: dict, study: str, phase: str, data_dir: str, output_dir: str) -> None:
+def tune_point_trial(config: dict, base: dict, study: str, phase: str) -> None:
     """A point a searcher proposed (Optuna refinement, autotune): `base` plus the proposed keys."""
     cfg = build_config(base | config)
-    row = run_trial(cfg, data_dir=Path(data_dir), output_dir=Path(output_dir))
+    row = run_trial(cfg, data_dir=DATA_DIR, output_dir=OUTPUT_DIR)
     _report_row(row | {"study": study, "trial_index": None, "point": json.dumps(config), "phase": phase})
 
 
@@ -62,11 +61,12 @@ def _report_row(row: dict) -> None:
     from ray import tune
     from ray.util import get_node_ip_address
 
-    row = row | {"node": get_node_ip_address()} | host_fingerprint()
+    from hwctl.fingerprint import host_fingerprint
+
+    row = row | host_fingerprint() | {"node": get_node_ip_address()}  # read here, on the node that ran it
     median = row.get("step_time_median_s")
     tune.report(
         {
-            "skipped": 0,
             "status_ok": int(row["status"] == "ok"),
             # NaN for a failed trial: Optuna records it as failed, not as a fast one
             "step_time_median_s": median if median is not None else float("nan"),
@@ -83,116 +83,50 @@ def _tune_callback_class():
     class StoreWriter(tune.Callback):
         """Runs in the driver: each row goes to the store the moment Tune hands it over."""
 
-        def __init__(self, sweep: SweepRun, point: tuple[str, str, dict] | None = None):
-            self.sweep, self.point = sweep, point  # point: (study, phase, base config) of searcher trials
+        def __init__(self, sweep: SweepRun, point: tuple[str, str, dict, str | None] | None = None):
+            # point: (study, phase, base config, node) of the trials a searcher proposes
+            self.sweep, self.point = sweep, point
 
-        def __getstate__(self):  # Tune pickles its RunConfig; the live sweep is handed back on restore
+        def __getstate__(self):  # Tune pickles its RunConfig; only the live callback is ever used
             return {}
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("skipped") == 0 and "row" in result:
+            if "row" in result:
                 self.sweep.record(json.loads(result["row"]))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             reason = "Ray trial error"
             if trial.error_file and Path(trial.error_file).exists():
-                lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
+                lines = [ln.strip() for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
                 reason = f"Ray trial error: {lines[-1][:500]}" if lines else reason
-            if "trial" in trial.config:  # a grid trial
-                self.sweep.record_failure(self.sweep.specs[trial.config["trial"]["i"]], reason)
+            if "trial" in trial.config:  # a grid pair
+                spec = self.sweep.specs[trial.config["trial"]["i"]]
             elif self.point is not None:  # a point a searcher proposed: base config + the proposed keys
-                study, phase, base = self.point
-                spec = {"study": study, "index": None, "point": dict(trial.config), "phase": phase,
+                study, phase, base, node = self.point
+                spec = {"study": study, "index": None, "point": dict(trial.config), "phase": phase, "node": node,
+                        "host": self.sweep.node_columns.get(node, {}).get("host"),
                         "config": build_config(base | dict(trial.config)).to_dict()}  # fmt: skip
-                self.sweep.record_failure(spec, reason)
+            else:
+                return
+            if spec.get("node") and node_gone(spec["node"]):
+                self.sweep.lost_nodes.add(spec["node"])
+                reason = f"node lost: {spec.get('host')} ({spec['node']}) left the cluster during the trial; {reason}"
+            self.sweep.record_failure(spec, reason)
 
     return StoreWriter
 
 
-# ---- the driver -----------------------------------------------------------------------------------
-class SweepRun:
-    def __init__(self, sweep_id: str, plan: Plan, store: Store, *, quiet: bool = False, expected: int | None = None):
-        self.sweep_id, self.plan, self.store, self.quiet = sweep_id, plan, store, quiet
-        # trials this sweep will record: the grid plus every refined point (or what the caller says)
-        self.expected = (
-            expected if expected is not None else len(plan.trials) + sum(s["points"] for s in plan.refine.values())
-        )
-        self.specs = [
-            {"index": i, "study": t.study, "point": t.point, "config": t.config.to_dict(), "identity": t.identity}
-            for i, t in enumerate(plan.trials)
-        ]
-        self.done = store.identities(sweep_id)
-        self.started = time.perf_counter()
-        self.recorded_here = 0
-        self.steps_s = 0.0  # time inside warm-up + measured steps of the trials run by this driver
-
-    def record(self, row: dict) -> None:
-        identity = f"{row['study']}/{row['config_key']}"
-        # never a duplicate grid row, whatever Tune replays on resume; a searcher may measure a point twice
-        if identity in self.done and row.get("phase", "grid") == "grid":
-            return
-        row = row | {"sweep": self.sweep_id, "plan": self.plan.name, "recorded_at": now_iso()}
-        row.setdefault("phase", "grid")
-        if row["phase"] == "refine":
-            row["bend_score"] = self._bend_score(row)
-        row.setdefault("host", socket.gethostname())
-        self.store.append(row)
-        self.done.add(identity)
-        self.recorded_here += 1
-        if row.get("status") == "ok":
-            self.steps_s += row["timed_region_s"] - row["time_to_first_step_s"]
-        self._progress(row)
-
-    def _bend_score(self, row: dict) -> float | None:
-        """The bend score of the interval the refined point fell in, from the points measured before it."""
-        axis, value = next(iter(json.loads(row["point"]).items()))
-        before = [r for r in self.store.rows(self.sweep_id) if r["study"] == row["study"] and r["status"] == "ok"]
-        xs = [json.loads(r["point"])[axis] for r in before]
-        return bend_score_of(value, xs, [r["step_time_median_s"] for r in before])
-
-    def record_failure(self, spec: dict, reason: str) -> None:
-        cfg = TrialConfig(**spec["config"])
-        row = base_row(cfg, cfg.config_key()) | {
-            "study": spec["study"],
-            "trial_index": spec["index"],
-            "point": json.dumps(spec["point"]),
-            "phase": spec.get("phase", "grid"),
-        }
-        self.record(row | {"status": "failed", "error": reason, "finished_at": now_iso()})
-
-    def _progress(self, row: dict) -> None:
-        if self.quiet:
-            return
-        total, done = self.expected, len(self.done)
-        elapsed = time.perf_counter() - self.started
-        eta = elapsed / max(self.recorded_here, 1) * (total - done)
-        point = " ".join(f"{k}={v}" for k, v in json.loads(row.get("point") or "{}").items())
-        if row["status"] == "ok":
-            what = f"{row['step_time_median_s'] * 1e3:8.1f} ms/step {row['tokens_per_s']:9,.0f} tok/s"
-        else:
-            what = f"{row['status']}: {str(row.get('error'))[:80]}"
-        print(
-            f"[{done}/{total}] {row['study']:<16} {point:<28} {what}  | {elapsed:6.0f} s, ETA {eta:5.0f} s", flush=True
-        )
-
-    def refine_pending(self) -> bool:
-        """A refining study still short of its points (and with a grid to refine between)."""
-        if not self.plan.refine:
+def node_gone(ip: str, wait_s: float = 20.0) -> bool:
+    """Whether the node left the cluster. Its trial's actor dies before Ray marks the node dead: wait a little."""
+    deadline = time.monotonic() + wait_s
+    while ip in alive_ips():
+        if time.monotonic() > deadline:
             return False
-        rows = self.store.rows(self.sweep_id)
-        for study, spec in self.plan.refine.items():
-            refined = sum(r["study"] == study and r.get("phase") == "refine" for r in rows)
-            grid_ok = sum(
-                r["study"] == study and r.get("phase", "grid") == "grid" and r["status"] == "ok" for r in rows
-            )
-            if refined < spec["points"] and grid_ok >= 2:
-                return True
-        return False
-
-    def missing(self) -> list[int]:
-        return [i for i, s in enumerate(self.specs) if s["identity"] not in self.done]
+        time.sleep(0.5)
+    return True
 
 
+# ---- the driver -----------------------------------------------------------------------------------
 def start_ray(address: str | None, dashboard_host: str, dashboard_port: int, quiet: bool = False):
     import ray
 
@@ -220,62 +154,69 @@ def start_ray(address: str | None, dashboard_host: str, dashboard_port: int, qui
     return ctx
 
 
-def node_cpus() -> int:
-    import ray
-
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    return int(min(n["Resources"].get("CPU", 0) for n in alive))
-
-
-def _run_tune(sweep: SweepRun, indices: list[int], name: str, storage: Path, restore: bool) -> None:
+def node_bundle(node: str, cpus: int):
+    """Every CPU of one node, pinned there by its `node:<IP>` resource."""
     from ray import tune
 
+    return tune.PlacementGroupFactory([{"CPU": cpus, f"node:{node}": NODE_SHARE}], strategy="STRICT_PACK")
+
+
+def local_node() -> Node:
+    """The node this driver runs on (autotune measures here)."""
+    from ray.util import get_node_ip_address
+
+    here = get_node_ip_address()
+    return next(n for n in alive_nodes() if n.ip == here)
+
+
+def _run_pairs(sweep: SweepRun, indices: list[int], cpus: dict[str, int], storage: Path) -> None:
+    """One Tune experiment over these (node, trial) pairs: one trial per node at a time, all nodes at once."""
+    from ray import tune
+
+    pending: dict[str, list[int]] = {}
+    for i in indices:
+        pending.setdefault(sweep.specs[i]["node"], []).append(i)
+
+    def config_of(i: int) -> dict:
+        spec = sweep.specs[i]
+        return {"trial": {"i": i, "node": spec["node"], "study": spec["study"], **spec["point"]}}
+
+    queue = NodeQueue(pending, config_of, alive_ips, sweep.lost_nodes)
     trainable = tune.with_resources(
-        tune.with_parameters(
-            tune_trial,
-            trials=sweep.specs,
-            skip=frozenset(sweep.done),
-            data_dir=str(DATA_DIR),
-            output_dir=str(OUTPUT_DIR),
-        ),
-        tune.PlacementGroupFactory([{"CPU": node_cpus()}], strategy="STRICT_PACK"),
+        tune.with_parameters(tune_trial, specs=sweep.specs),
+        lambda config: node_bundle(config["trial"]["node"], cpus[config["trial"]["node"]]),
     )
-    callbacks = [_tune_callback_class()(sweep)]
-    path = storage / name
-    if restore and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
-        # the restored RunConfig holds an unpickled, empty copy of our callback: hand the live one back
-        tuner._local_tuner.get_run_config().callbacks = callbacks
-    else:
-        points = [{"i": i, "study": sweep.specs[i]["study"], **sweep.specs[i]["point"]} for i in indices]
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(points)},
-            tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(storage),
-                callbacks=callbacks,
-                verbose=0 if sweep.quiet else 1,
-                progress_reporter=tune.CLIReporter(
-                    metric_columns=["status_ok", "step_time_median_s", "tokens_per_s", "mfu"],
-                    max_report_frequency=30,
-                    max_column_length=40,
-                ),
+    tune.Tuner(
+        trainable,
+        # one trial per node may run and one may wait for its node: with a searcher, Tune's default is 1 in all
+        tune_config=tune.TuneConfig(
+            search_alg=queue, num_samples=-1, max_concurrent_trials=len(pending), reuse_actors=True
+        ),
+        run_config=tune.RunConfig(
+            name=f"{sweep.sweep_id}-{int(time.time())}",
+            storage_path=str(storage),
+            callbacks=[_tune_callback_class()(sweep)],
+            stop=LostNodeStopper(queue),
+            verbose=0 if sweep.quiet else 1,
+            progress_reporter=tune.CLIReporter(
+                metric_columns=["status_ok", "step_time_median_s", "tokens_per_s", "mfu"],
+                max_report_frequency=30,
+                max_column_length=40,
             ),
-        )
-    tuner.fit()
+        ),
+    ).fit()
 
 
-def refine_studies(sweep: SweepRun, result_dir: Path, storage: Path) -> None:
-    """Optuna refinement of every study that asks for it, after its grid points are in the store."""
-    for study, spec in sweep.plan.refine.items():
-        rows = [r for r in sweep.store.rows(sweep.sweep_id) if r["study"] == study]
-        remaining = spec["points"] - sum(r.get("phase") == "refine" for r in rows)
-        ok = [r for r in rows if r["status"] == "ok"]
-        if remaining <= 0 or len({json.loads(r["point"])[spec["axis"]] for r in ok}) < 2:
-            continue
-        _run_refinement(sweep, study, spec, ok, remaining, result_dir, storage)
+def refine_studies(sweep: SweepRun, nodes: list[Node], result_dir: Path, storage: Path) -> None:
+    """Optuna refinement of every study that asks for it, on each node (one after another), after its grid."""
+    for node in nodes:
+        for study, spec in sweep.refine.items():
+            rows = [r for r in sweep.store.rows(sweep.sweep_id) if r["study"] == study and r.get("node") == node.ip]
+            remaining = spec["points"] - sum(r.get("phase") == "refine" for r in rows)
+            ok = [r for r in rows if r["status"] == "ok"]
+            if remaining <= 0 or len({json.loads(r["point"])[spec["axis"]] for r in ok}) < 2:
+                continue
+            _run_refinement(sweep, node, study, spec, ok, remaining, result_dir, storage)
 
 
 def _accepts(base: dict, axis: str, value) -> bool:
@@ -287,8 +228,9 @@ def _accepts(base: dict, axis: str, value) -> bool:
 
 
 def _run_refinement(
-    sweep: SweepRun, study: str, spec: dict, ok_rows: list[dict], remaining: int, result_dir: Path, storage: Path
-):
+    sweep: SweepRun, node: Node, study: str, spec: dict, ok_rows: list[dict], remaining: int, result_dir: Path,
+    storage: Path,
+):  # fmt: skip
     import optuna
     from optuna.trial import TrialState
     from ray import tune
@@ -298,7 +240,9 @@ def _run_refinement(
     points = {json.loads(r["point"])[axis]: r["step_time_median_s"] for r in ok_rows}
     integer = FIELD_TYPES[axis].replace(" | None", "") == "int"
     distribution, log = distribution_for(list(points), integer)
-    name, db = study_name(sweep.sweep_id, study), optuna_storage(result_dir)
+    # one Optuna study per node: each node's curve bends where its own caches and cores say
+    name = study_name(sweep.sweep_id, study, node.ip if len(sweep.nodes) > 1 else None)
+    db = optuna_storage(result_dir)
     try:  # resumed: the Optuna study already holds some points; warm-start only with the others
         study_so_far = optuna.load_study(study_name=name, storage=db)
         # COMPLETE only: a trial a killed driver left RUNNING may be in the store but not told to Optuna
@@ -317,13 +261,11 @@ def _run_refinement(
         evaluated_rewards=list(warm.values()) or None,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(
-            tune_point_trial, base=base, study=study, phase="refine", data_dir=str(DATA_DIR), output_dir=str(OUTPUT_DIR)
-        ),
-        tune.PlacementGroupFactory([{"CPU": node_cpus()}], strategy="STRICT_PACK"),
+        tune.with_parameters(tune_point_trial, base=base, study=study, phase="refine"), node_bundle(node.ip, node.cpus)
     )
     if not sweep.quiet:
-        print(f"refining study {study}: {remaining} point(s) of {axis} chosen by Optuna where the curve bends")
+        where = f" on {node.label}" if len(sweep.nodes) > 1 else ""
+        print(f"refining study {study}{where}: {remaining} point(s) of {axis} chosen by Optuna where the curve bends")
     tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -332,57 +274,98 @@ def _run_refinement(
         run_config=tune.RunConfig(
             name=f"{sweep.sweep_id}-refine-{study}-{int(time.time())}",
             storage_path=str(storage),
-            callbacks=[_tune_callback_class()(sweep, (study, "refine", base))],
+            callbacks=[_tune_callback_class()(sweep, (study, "refine", base, node.ip))],
             verbose=0,
         ),
     ).fit()
 
 
+def new_sweep(
+    document: dict, source: str, result_dir: Path, nodes_spec: str, record_unsupported: bool, quiet: bool
+) -> tuple[SweepRun, str]:
+    """Expand the plan on every selected node and write the manifest: (the sweep, its plan source)."""
+    node_plans = probe_nodes(select_nodes(alive_nodes(), nodes_spec), document, source, str(DATA_DIR))
+    problems = [] if record_unsupported else nowhere_runnable(node_plans)
+    if problems:
+        raise PlanError(source, problems)
+    specs = []
+    for node_plan in node_plans:
+        for trial in node_plan.plan.trials:
+            specs.append(spec_of(len(specs), node_plan.node.ip, node_plan.node.hostname, trial))
+        for skipped in node_plan.plan.skipped + node_plan.skipped_studies:
+            if not quiet:
+                print(f"  {node_plan.node.label}: {skipped}")
+    plan = node_plans[0].plan
+    columns = {np.node.ip: np.columns for np in node_plans}
+    sweep = SweepRun(
+        new_sweep_id(plan.name, result_dir), plan.name, Store(result_dir), specs=specs, node_columns=columns,
+        refine=plan.refine, quiet=quiet,
+    )  # fmt: skip
+    write_manifest(result_dir, sweep, source, "running")
+    return sweep, source
+
+
+def resumed_sweep(result_dir: Path, sweep_id: str | None, quiet: bool) -> tuple[SweepRun, str]:
+    data = load_manifest(result_dir, sweep_id)
+    sweep = SweepRun(
+        data["sweep"], data["plan"], Store(result_dir), specs=data["trials"], node_columns=data["nodes"],
+        refine=data["refine"], quiet=quiet,
+    )  # fmt: skip
+    return sweep, data["source"]
+
+
 def run_sweep(
-    plan: Plan,
+    document: dict | None,
+    source: str | None,
     result_dir: Path,
     *,
     resume_sweep: str | None = None,
+    resume: bool = False,
     address: str | None = None,
+    nodes: str = "all",
+    record_unsupported: bool = False,
     dashboard_host: str = "127.0.0.1",
     dashboard_port: int = 8265,
     quiet: bool = False,
 ) -> SweepRun:
-    """Run (or resume) a sweep to completion; returns it with every trial in the store."""
-    store = Store(result_dir)
-    resuming = resume_sweep is not None
-    sweep_id = resume_sweep if resuming else new_sweep_id(plan.name, result_dir)
-    if not resuming:
-        write_manifest(result_dir, sweep_id, plan, "running")
-    sweep = SweepRun(sweep_id, plan, store, quiet=quiet)
-    if not quiet:
-        print(
-            f"sweep {sweep_id}: {len(plan.trials)} trials, {len(sweep.done)} already in {store.root}{skipped_text(plan)}"
-        )
-    for i in sweep.missing():  # recorded, not run: this node cannot honour them
-        trial = plan.trials[i]
-        if trial.unsupported:
-            row = base_row(trial.config, trial.config_key) | host_fingerprint()
-            row |= {"study": trial.study, "trial_index": i, "point": json.dumps(trial.point)}
-            sweep.record(row | {"status": "unsupported", "error": trial.unsupported, "finished_at": now_iso()})
-    if sweep.missing() or sweep.refine_pending():
-        import ray
+    """Run (or, with resume, continue) a sweep on the selected nodes; returns it with its pairs in the store."""
+    import ray
 
-        started_here = not ray.is_initialized()
+    started_here = not ray.is_initialized()
+    if started_here:
+        start_ray(address, dashboard_host, dashboard_port, quiet)
+    try:
+        if resume:
+            sweep, source = resumed_sweep(result_dir, resume_sweep, quiet)
+        else:
+            sweep, source = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet)
+        _run(sweep, result_dir)
+    finally:
         if started_here:
-            start_ray(address, dashboard_host, dashboard_port, quiet)
-        try:
-            storage = (result_dir / TUNE_DIR).resolve()
-            if sweep.missing():
-                _run_tune(sweep, sweep.missing(), sweep_id, storage, restore=resuming)
-            rounds = 0
-            while sweep.missing() and rounds < 2:  # Tune's state said finished, the store says not
-                rounds += 1
-                _run_tune(sweep, sweep.missing(), f"{sweep_id}-fill{int(time.time())}", storage, restore=False)
-            refine_studies(sweep, result_dir, storage)
-        finally:
-            if started_here:
-                ray.shutdown()
+            ray.shutdown()
     done = not sweep.missing() and not sweep.refine_pending()
-    write_manifest(result_dir, sweep_id, plan, "finished" if done else "running")
+    write_manifest(result_dir, sweep, source, "finished" if done else "running")
     return sweep
+
+
+def _run(sweep: SweepRun, result_dir: Path) -> None:
+    present = {n.ip: n for n in alive_nodes() if n.ip in sweep.node_columns}
+    if not sweep.quiet:
+        nodes = ", ".join(f"{n.label} {n.cpus} CPUs" for n in present.values())
+        print(f"sweep {sweep.sweep_id}: {len(sweep.specs)} trials on {len(present)} node(s) [{nodes}], "
+              f"{len(sweep.done)} already in {sweep.store.root}")  # fmt: skip
+        for ip in sorted(set(sweep.node_columns) - set(present)):
+            print(f"  node {ip} is not in the cluster: its {len(sweep.missing_on({ip}))} missing trials wait")
+    for i in sweep.missing_on(set(present)):  # recorded, not run: that node cannot honour them
+        spec = sweep.specs[i]
+        if spec["unsupported"]:
+            sweep.record_failure(spec, spec["unsupported"], status="unsupported")
+    storage = (result_dir / TUNE_DIR).resolve()
+    cpus = {ip: n.cpus for ip, n in present.items()}
+    for _ in range(3):  # later rounds: a pair Tune ended without a row (stopped, or its node just left)
+        live = (alive_ips() & set(present)) - sweep.lost_nodes
+        if not sweep.missing_on(live):
+            break
+        _run_pairs(sweep, sweep.missing_on(live), cpus, storage)
+    live = (alive_ips() & set(present)) - sweep.lost_nodes
+    refine_studies(sweep, [n for ip, n in present.items() if ip in live], result_dir, storage)

@@ -119,8 +119,10 @@ class Store:
         return [dict(zip(columns, r, strict=True)) for r in rows]
 
     def identities(self, sweep: str) -> set[str]:
-        """'study/config_key' of every trial of a sweep that already has a row."""
+        """'node/study/config_key' of every (node, trial) pair of a sweep that already has a row."""
         if not self.files():
             return set()
-        _, rows = self.query("SELECT DISTINCT study, config_key FROM trials WHERE sweep = ?", [sweep])
-        return {f"{study}/{key}" for study, key in rows}
+        columns, _ = self.query("SELECT * FROM trials LIMIT 0")
+        node = "node" if "node" in columns else "NULL"  # a store written before rows named their node
+        _, rows = self.query(f"SELECT DISTINCT {node}, study, config_key FROM trials WHERE sweep = ?", [sweep])
+        return {f"{n or ''}/{study}/{key}" for n, study, key in rows}

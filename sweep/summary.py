@@ -48,9 +48,11 @@ def study_summary(store: Store, sweep_id: str) -> str:
     rows = store.rows(sweep_id)
     if not rows:
         return f"sweep {sweep_id}: no rows"
+    several_nodes = len({r.get("node") for r in rows}) > 1
     by_study: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: r.get("trial_index") or 0):  # the plan's order of values
-        by_study.setdefault(row["study"], []).append(row)
+        where = f" on {row.get('host')} ({row.get('node')})" if several_nodes else ""
+        by_study.setdefault(f"{row['study']}{where}", []).append(row)
     blocks = []
     for study, study_rows in by_study.items():
         table = []

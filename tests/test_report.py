@@ -195,3 +195,62 @@ def test_an_axis_with_zero_gets_a_line_not_a_knee(tmp_path):
     index = write_report(s, None).read_text()
     assert "**Fit** over the positive dropout values: slope 0.23 in log-log" in index
     assert "**Knee**" not in index
+
+
+NODES = {  # two nodes share a hostname; step times scale by node (the knee stays at width 512)
+    "10.0.0.1": ("node-a", 1.0, "Xeon 8480+"),
+    "10.0.0.2": ("node-a", 0.5, "EPYC 9654"),
+    "10.0.0.3": ("node-b", 2.0, "Core i5-6500"),
+}
+
+
+def multi_node_store(tmp_path) -> Store:
+    store = Store(tmp_path)
+    for ip, (host, factor, cpu) in NODES.items():
+        node = {"host": host, "node": ip, "hw_cpu_model": cpu}
+        for i, w in enumerate([128, 256, 512, 1024, 2048]):
+            store.append(ok_row("width", i, {"width": w}, width_time(w) * factor, **node))
+    store.append(
+        bad_row("width", 5, {"width": 4096}, "failed", "worker killed") | {"host": "node-b", "node": "10.0.0.3"}
+    )
+    # a failure the driver recorded: no IP, but node-b has exactly one, so the row joins node-b's sections
+    store.append(bad_row("width", 6, {"width": 8192}, "failed", "Ray trial error") | {"host": "node-b"})
+    return store
+
+
+def test_multi_node_sweep_keeps_nodes_apart(tmp_path):
+    index = write_report(multi_node_store(tmp_path), SWEEP)
+    text = index.read_text()
+    assert "- nodes: node-a (10.0.0.1) (Xeon 8480+); node-a (10.0.0.2) (EPYC 9654); node-b (10.0.0.3) (Core i5" in text
+    across = section(text, "## Across nodes")
+    assert text.index("## Across nodes") < text.index("## Study")
+    assert "Reference: node-a (10.0.0.1) (the most ok rows: 5, first by name of 3 tied)" in across
+    # width 256: 100 ms on the reference, 50 ms (2.00x) and 200 ms (0.50x) on the others
+    assert "| width | width=256 | 100.0 | 2,560 | 50.0 | 5,120 | 2.00x | 200.0 | 1,280 | 0.50x |" in across
+    assert "| ISA" not in across and "| CPU model | Xeon 8480+ | EPYC 9654 | Core i5-6500 |" in across
+    assert "![width across nodes](compare-width.png)" in across
+    for ip, (host, factor, _) in NODES.items():
+        study = section(text, f"## Study `width`: width on {host} ({ip})")  # one curve and fit per node
+        assert "width ≈ 512, slope 1.00 before and 2.00 after" in study
+        assert f"| 128 | grid | ok | {50 * factor:.1f} |" in study
+        assert f"![width on {host} ({ip})](width-{host}_{ip}.png)" in study
+    assert "| 8192 | grid | failed |" in section(text, "## Study `width`: width on node-b (10.0.0.3)")
+    pngs = sorted(p.name for p in index.parent.glob("*.png"))
+    assert pngs == ["compare-width.png", "width-node-a_10.0.0.1.png", "width-node-a_10.0.0.2.png",
+                    "width-node-b_10.0.0.3.png"]  # fmt: skip
+    assert all((index.parent / p).stat().st_size > 5000 for p in pngs)
+    assert "| width: width=128 on node-a (10.0.0.2) |" in section(text, "## Forward / backward / optimizer")
+    failures = section(text, "## Trials that did not finish ok (2)")
+    assert "| failed | width | node-b (10.0.0.3) | width=4096 | worker killed |" in failures
+    assert "| failed | width | node-b (10.0.0.3) | width=8192 | Ray trial error |" in failures
+
+
+def test_one_node_with_a_driver_failure_stays_a_single_node_report(tmp_path):
+    store = Store(tmp_path)
+    for i, w in enumerate([128, 256, 512]):
+        store.append(ok_row("width", i, {"width": w}, width_time(w), node="10.0.0.1"))
+    store.append(bad_row("width", 3, {"width": 4096}, "failed", "Ray trial error"))  # no node column
+    text = write_report(store, SWEEP).read_text()
+    assert "## Across nodes" not in text and " on node-a" not in text
+    assert "- host(s): node-a (Test CPU 9000)" in text and "## Study `width`: width\n" in text
+    assert "| failed | width | width=4096 | Ray trial error |" in text

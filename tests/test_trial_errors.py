@@ -4,8 +4,9 @@ import json
 from types import SimpleNamespace
 
 from sweep.plan import load_plan
-from sweep.runner import SweepRun, _tune_callback_class
+from sweep.runner import _tune_callback_class
 from sweep.store import Store
+from sweep.sweeprun import SweepRun, spec_of
 from tests.conftest import TINY
 
 
@@ -18,8 +19,10 @@ def ray_trial(config: dict, error_text: str, tmp_path):
 
 def test_grid_and_searcher_trials_that_error_in_ray_are_recorded(tmp_path):
     store = Store(tmp_path / "store")
-    sweep = SweepRun("s-1", load_plan("smoke"), store, quiet=True)
-    writer = _tune_callback_class()(sweep, ("width", "refine", TINY))
+    node = "10.0.0.7"  # not in any Ray cluster: the callback does not wait for it to be marked dead
+    specs = [spec_of(i, node, "h7", t) for i, t in enumerate(load_plan("smoke").trials)]
+    sweep = SweepRun("s-1", "smoke", store, specs=specs, node_columns={node: {"host": "h7"}}, quiet=True)
+    writer = _tune_callback_class()(sweep, ("width", "refine", TINY, node))
     death = "Traceback ...\nray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
     writer.on_trial_error(0, [], ray_trial({"trial": {"i": 1, "study": "width", "width": 64}}, death, tmp_path))
     writer.on_trial_error(0, [], ray_trial({"width": 48}, death, tmp_path))
@@ -29,9 +32,10 @@ def test_grid_and_searcher_trials_that_error_in_ray_are_recorded(tmp_path):
         ("width", "refine", "failed"),
     ]
     assert all(
-        r["error"]
-        == "Ray trial error: ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task."
+        r["error"] == "node lost: h7 (10.0.0.7) left the cluster during the trial; Ray trial error: "
+        "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task."
         for r in rows
     )
+    assert {(r["node"], r["host"]) for r in rows} == {(node, "h7")} and sweep.lost_nodes == {node}
     assert json.loads(rows[0]["point"]) == {"width": 64} and rows[1]["width"] == 48
     assert sweep.missing() == [0, 2, 3]  # the errored grid trial counts as done: resume will not re-run it

@@ -1,0 +1,190 @@
+"""The nodes a sweep runs on: which Ray nodes take part, and what each of them can run, asked on the node.
+
+A node is known by its IP address (Ray's NodeManagerAddress: unique in a cluster, unlike hostnames) and
+is targeted through the `node:<IP>` resource Ray gives every node. Before any trial runs, a small task on
+each node expands the plan there (its cores, its cpufreq, its allocators decide what is unsupported),
+reads the node's fingerprint and measures (or reads cached) its all-core matmul peak and memory bandwidth.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from sweep.plan import Plan, PlanError, expand_plan
+
+PEAK_COLUMNS = ("hw_peak_gflops_fp32", "hw_mem_bw_gbs")
+
+
+class NodeSelectionError(LookupError):
+    """--nodes names a node the cluster does not have, or the selected nodes cannot be told apart."""
+
+
+@dataclass(frozen=True)
+class Node:
+    ip: str
+    node_id: str
+    hostname: str
+    cpus: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.hostname} ({self.ip})"
+
+
+@dataclass
+class NodePlan:
+    """What one node will run: its expansion of the plan, the studies it cannot run, its fingerprint columns."""
+
+    node: Node
+    plan: Plan
+    skipped_studies: list[str] = field(default_factory=list)
+    columns: dict = field(default_factory=dict)  # host, hw_*, sw_*, hw_peak_gflops_fp32, hw_mem_bw_gbs
+
+
+def alive_nodes() -> list[Node]:
+    """Every alive node with at least one CPU, in a stable order (by IP)."""
+    import ray
+
+    nodes = [
+        Node(n["NodeManagerAddress"], n["NodeID"], n.get("NodeManagerHostname") or "", int(n["Resources"]["CPU"]))
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1
+    ]
+    return sorted(nodes, key=lambda n: tuple(int(p) if p.isdigit() else p for p in n.ip.split(".")))
+
+
+def alive_ips() -> set[str]:
+    import ray
+
+    if not ray.is_initialized():  # no cluster to ask (the driver has shut Ray down): no node is alive
+        return set()
+    return {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+
+
+def select_nodes(nodes: list[Node], spec: str) -> list[Node]:
+    """`all`, or a comma list of IPs and hostnames (a hostname selects every node that has it)."""
+    if not nodes:
+        raise NodeSelectionError("the Ray cluster has no alive node with a CPU")
+    if spec.strip() in ("", "all"):
+        chosen = nodes
+    else:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+        unknown = [s for s in names if not any(s in (n.ip, n.hostname) for n in nodes)]
+        if unknown:
+            known = ", ".join(n.label for n in nodes)
+            raise NodeSelectionError(f"--nodes {spec}: no node {', '.join(unknown)} in the cluster (nodes: {known})")
+        chosen = [n for n in nodes if n.ip in names or n.hostname in names]
+    ips = [n.ip for n in chosen]
+    shared = sorted({ip for ip in ips if ips.count(ip) > 1})
+    if shared:
+        raise NodeSelectionError(
+            f"several nodes registered with the same IP {', '.join(shared)}: rows could not say which node measured "
+            "them. Start each node with `ray start --node-ip-address=<its own address>` (cluster.yaml does)."
+        )
+    return chosen
+
+
+# ---- on the node ----------------------------------------------------------------------------------
+def expand_here(document: dict, source: str) -> tuple[Plan, list[str]]:
+    """This node's expansion with every point kept (unsupported ones carry their reason); a study whose
+    values cannot be had here (e.g. 'min..max' frequencies without cpufreq) is dropped with its problems."""
+    try:
+        return expand_plan(document, source, record_unsupported=True), []
+    except PlanError as whole:
+        studies = document.get("studies") if isinstance(document, dict) else None
+        if not isinstance(studies, list) or len(studies) < 2:
+            raise
+        keep, skipped = [], []
+        for study in studies:
+            try:
+                expand_plan(document | {"studies": [study]}, source, record_unsupported=True)
+                keep.append(study)
+            except PlanError as exc:
+                skipped += exc.problems
+        if not keep or len(skipped) != len(whole.problems):  # a problem of the plan itself, not of a study
+            raise whole from None
+        return expand_plan(document | {"studies": keep}, source, record_unsupported=True), skipped
+
+
+def node_peaks(data_dir: str) -> dict:
+    """All-core fp32 matmul peak and triad bandwidth of this node (cached per fingerprint under data/hw)."""
+    import os
+    from pathlib import Path
+
+    from hwctl.microbench import matmul_peak_gflops, memory_bandwidth_gbs
+
+    cores, cache = len(os.sched_getaffinity(0)), Path(data_dir) / "hw"
+    return {
+        "hw_peak_gflops_fp32": matmul_peak_gflops(cores, cache)["peak_gflops"],
+        "hw_mem_bw_gbs": memory_bandwidth_gbs(cores, cache)["bandwidth_gbs"],
+    }
+
+
+def _probe(document: dict, source: str) -> dict:
+    from ray.util import get_node_ip_address
+
+    from hwctl.fingerprint import host_fingerprint
+
+    here = {"ip": get_node_ip_address(), "host": socket.gethostname(), "columns": host_fingerprint()}
+    try:
+        plan, skipped = expand_here(document, source)
+    except PlanError as exc:
+        return here | {"problems": exc.problems}
+    return here | {"plan": plan, "skipped": skipped}
+
+
+# ---- on the driver --------------------------------------------------------------------------------
+def _on(node: Node, function, num_cpus: float = 0):
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+    return ray.remote(function).options(num_cpus=num_cpus, scheduling_strategy=strategy, max_retries=0)
+
+
+def probe_nodes(nodes: list[Node], document: dict, source: str, data_dir: str) -> list[NodePlan]:
+    """Expand the plan on every node (in parallel), then read each node's peaks (one node at a time:
+    nodes may share a machine, and a measurement must not run beside another). Raises PlanError when
+    the plan is invalid on every node."""
+    import ray
+
+    answers = ray.get([_on(n, _probe).remote(document, source) for n in nodes])
+    plans, problems = [], []
+    for node, answer in zip(nodes, answers, strict=True):
+        if answer["ip"] != node.ip:
+            raise RuntimeError(f"the probe for node {node.label} ran on {answer['ip']}")
+        if "problems" in answer:
+            problems.append((node, answer["problems"]))
+            continue
+        host = answer["host"] or node.hostname
+        columns = answer["columns"] | {"host": host, "node": node.ip}
+        plans.append(NodePlan(Node(node.ip, node.node_id, host, node.cpus), answer["plan"], answer["skipped"], columns))
+    if not plans:
+        raise PlanError(source, sorted({p for _, node_problems in problems for p in node_problems}))
+    for node, node_problems in problems:
+        print(f"node {node.label} cannot run this plan and is left out: {'; '.join(node_problems)}")
+    for node_plan in plans:
+        node_plan.columns |= ray.get(_on(node_plan.node, node_peaks, node_plan.node.cpus).remote(data_dir))
+    return plans
+
+
+def nowhere_runnable(node_plans: list[NodePlan]) -> list[str]:
+    """Problems for points that no node can run (each node's reason), the multi-node form of plan validation."""
+    reasons: dict[tuple[str, str], list[str]] = {}  # (study, config_key) -> why each node cannot run it
+    present: dict[tuple[str, str], int] = {}  # -> how many nodes have the point at all
+    labels: dict[tuple[str, str], str] = {}
+    for node_plan in node_plans:
+        for trial in node_plan.plan.trials:
+            key = (trial.study, trial.config_key)
+            labels[key] = " ".join(f"{k}={v}" for k, v in trial.point.items())
+            present[key] = present.get(key, 0) + 1
+            if trial.unsupported:
+                reasons.setdefault(key, []).append(f"{node_plan.node.label}: {trial.unsupported}")
+    where = "this machine cannot" if len(node_plans) == 1 else "no selected node can"
+    return [
+        f"study '{study}': point {labels[study, key]}: {where} run it: {'; '.join(why)} "
+        "(--record-unsupported records it instead)"
+        for (study, key), why in reasons.items()
+        if len(why) == present[study, key]
+    ]

@@ -1,0 +1,105 @@
+"""Which (node, trial) pair Tune starts next: one timed trial per node at a time, every node busy.
+
+Tune asks its search algorithm for the next trial whenever it has room; `NodeQueue` answers with the
+next pending trial of a node that has nothing running (or "not now"), so the nodes work in parallel
+and never run two timed trials at once. Each trial's placement group claims every CPU of its node
+through the `node:<IP>` resource Ray gives each node.
+
+A node that leaves the cluster is noticed two ways: the trial it was running fails (the runner then
+calls `node_lost`), or the periodic look at `ray.nodes()` finds it dead. Its remaining trials stay
+pending here and missing in the store, for `--resume`. A trial Tune was still trying to place on a
+node that died cannot start at all; `LostNodeStopper` ends the experiment once nothing else is left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ray import tune
+from ray.tune.search import Searcher
+
+LIVENESS_PERIOD_S = 2.0
+LOST_GRACE_S = 30.0  # a running trial on a dead node normally fails within seconds; then it is stuck
+
+
+class NodeQueue(Searcher):
+    def __init__(
+        self,
+        pending: dict[str, list[int]],
+        config_of: Callable[[int], dict],
+        alive_ips: Callable[[], set[str]],
+        known_lost: set[str],
+    ):
+        super().__init__(metric="step_time_median_s", mode="min")
+        self.pending = {node: list(indices) for node, indices in pending.items()}  # node IP -> spec indices
+        self.config_of, self.alive_ips = config_of, alive_ips
+        self.known_lost = known_lost  # nodes the runner saw go (their trial failed): shared, read every time
+        self.running: dict[str, str] = {}  # node -> Tune trial id
+        self.node_of: dict[str, str] = {}  # Tune trial id -> node
+        self.lost: dict[str, float] = {}  # node -> when it was found gone
+        self._looked_at = 0.0
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the space is fixed: the pairs given at construction
+
+    def suggest(self, trial_id: str):
+        self._look_at_nodes()
+        for node, indices in self.pending.items():
+            if indices and node not in self.running and node not in self.lost:
+                self.running[node], self.node_of[trial_id] = trial_id, node
+                return self.config_of(indices.pop(0))
+        if not self.running and not self.work_left():
+            return Searcher.FINISHED
+        return None  # every node with work is busy: Tune asks again
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        node = self.node_of.pop(trial_id, None)
+        if node is not None and self.running.get(node) == trial_id:
+            del self.running[node]
+
+    def node_lost(self, node: str) -> None:
+        self.lost.setdefault(node, time.monotonic())
+
+    def work_left(self) -> bool:
+        """Trials still pending on a node that is alive."""
+        return any(indices and node not in self.lost for node, indices in self.pending.items())
+
+    def only_stuck_left(self) -> bool:
+        """Nothing can run any more but trials Tune is trying to place on nodes gone for a while."""
+        self._look_at_nodes()
+        if self.work_left() or not self.running:
+            return False
+        now = time.monotonic()
+        return all(node in self.lost and now - self.lost[node] > LOST_GRACE_S for node in self.running)
+
+    def _look_at_nodes(self) -> None:
+        for node in self.known_lost:
+            self.node_lost(node)
+        if time.monotonic() - self._looked_at < LIVENESS_PERIOD_S:
+            return
+        self._looked_at = time.monotonic()
+        alive = self.alive_ips()
+        for node in self.pending:
+            if node not in alive:
+                self.node_lost(node)
+
+    def __getstate__(self):  # Tune pickles its config; only this live object is ever used
+        return {"pending": self.pending}
+
+    def save(self, checkpoint_path: str) -> None:
+        pass  # nothing to keep: on resume the store says which pairs are missing
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+class LostNodeStopper(tune.Stopper):
+    def __init__(self, queue: NodeQueue):
+        self.queue = queue
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.queue.only_stuck_left()

@@ -1,0 +1,143 @@
+"""The driver's bookkeeping of one sweep: its (node, trial) pairs, which of them the store already holds,
+writing each row as it arrives, and the progress line.
+
+A pair's identity is `node/study/config_key`: the same plan point measured on two nodes is two trials.
+The store, written atomically row by row, is the truth about which pairs are done.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+from sweep.plan import Trial
+from sweep.refine import bend_score_of
+from sweep.store import Store
+from trainables.config import TrialConfig
+from trainables.launcher import base_row, now_iso
+
+
+def pair_identity(node: str | None, study: str, config_key: str) -> str:
+    return f"{node or ''}/{study}/{config_key}"
+
+
+def spec_of(index: int, node: str, host: str, trial: Trial) -> dict:
+    """One (node, trial) pair as the manifest, Tune and the rows see it."""
+    return {
+        "index": index, "node": node, "host": host, "study": trial.study, "point": trial.point,
+        "config": trial.config.to_dict(), "unsupported": trial.unsupported,
+        "identity": pair_identity(node, trial.study, trial.config_key),
+    }  # fmt: skip
+
+
+class SweepRun:
+    def __init__(
+        self,
+        sweep_id: str,
+        plan_name: str,
+        store: Store,
+        *,
+        specs: list[dict] | None = None,
+        node_columns: dict[str, dict] | None = None,
+        refine: dict | None = None,
+        quiet: bool = False,
+        expected: int | None = None,
+    ):
+        self.sweep_id, self.plan_name, self.store, self.quiet = sweep_id, plan_name, store, quiet
+        self.specs = specs or []
+        self.node_columns = node_columns or {}  # node IP -> host and fingerprint columns read on the node
+        self.refine = refine or {}
+        # rows this sweep will record: every pair plus each node's refined points (or what the caller says)
+        refined = sum(s["points"] for s in self.refine.values()) * max(len(self.node_columns), 1)
+        self.expected = expected if expected is not None else len(self.specs) + refined
+        self.done = store.identities(sweep_id)
+        self.started = time.perf_counter()
+        self.recorded_here = 0
+        self.steps_s = 0.0  # time inside warm-up + measured steps of the trials run by this driver
+        self.lost_nodes: set[str] = set()
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self.node_columns)
+
+    def record(self, row: dict) -> None:
+        identity = pair_identity(row.get("node"), row["study"], row["config_key"])
+        # never a duplicate grid row, whatever Tune replays; a searcher may measure a point twice
+        if identity in self.done and row.get("phase", "grid") == "grid":
+            return
+        # the node's columns (read there before the sweep) fill what this row lacks, e.g. a failed trial's
+        row = self.node_columns.get(row.get("node"), {}) | row
+        row |= {"sweep": self.sweep_id, "plan": self.plan_name, "recorded_at": now_iso()}
+        row.setdefault("phase", "grid")
+        if row["phase"] == "refine":
+            row["bend_score"] = self._bend_score(row)
+        row.setdefault("host", socket.gethostname())
+        self.store.append(row)
+        self.done.add(identity)
+        self.recorded_here += 1
+        if row.get("status") == "ok":
+            self.steps_s += row["timed_region_s"] - row["time_to_first_step_s"]
+        self._progress(row)
+
+    def _bend_score(self, row: dict) -> float | None:
+        """The bend score of the interval the refined point fell in, from the points this node measured before."""
+        axis, value = next(iter(json.loads(row["point"]).items()))
+        before = [
+            r for r in self.store.rows(self.sweep_id)
+            if r["study"] == row["study"] and r["status"] == "ok" and r.get("node") == row.get("node")
+        ]  # fmt: skip
+        xs = [json.loads(r["point"])[axis] for r in before]
+        return bend_score_of(value, xs, [r["step_time_median_s"] for r in before])
+
+    def record_failure(self, spec: dict, reason: str, status: str = "failed") -> None:
+        """A row for a pair that produced none itself (Ray lost it, or the node cannot run it)."""
+        cfg = TrialConfig(**spec["config"])
+        row = base_row(cfg, cfg.config_key()) | {
+            "study": spec["study"],
+            "trial_index": spec["index"],
+            "point": json.dumps(spec["point"]),
+            "phase": spec.get("phase", "grid"),
+        }
+        if spec.get("node"):
+            row |= {"node": spec["node"], "host": spec.get("host") or row["host"]}
+        self.record(row | {"status": status, "error": reason, "finished_at": now_iso()})
+
+    def _progress(self, row: dict) -> None:
+        if self.quiet:
+            return
+        total, done = self.expected, len(self.done)
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / max(self.recorded_here, 1) * max(total - done, 0)
+        point = " ".join(f"{k}={v}" for k, v in json.loads(row.get("point") or "{}").items())
+        if row["status"] == "ok":
+            what = f"{row['step_time_median_s'] * 1e3:8.1f} ms/step {row['tokens_per_s']:9,.0f} tok/s"
+        else:
+            what = f"{row['status']}: {str(row.get('error'))[:80]}"
+        where = f"{row.get('host')} ({row.get('node')}) " if len(self.node_columns) > 1 else ""
+        print(
+            f"[{done}/{total}] {where}{row['study']:<16} {point:<28} {what}  | {elapsed:6.0f} s, ETA {eta:5.0f} s",
+            flush=True,
+        )
+
+    def missing(self) -> list[int]:
+        return [i for i, s in enumerate(self.specs) if s["identity"] not in self.done]
+
+    def missing_on(self, nodes: set[str]) -> list[int]:
+        return [i for i in self.missing() if self.specs[i]["node"] in nodes]
+
+    def refine_pending(self, node: str | None = None) -> bool:
+        """A refining study still short of its points on a node (and with a grid to refine between)."""
+        if not self.refine:
+            return False
+        rows = self.store.rows(self.sweep_id)
+        for target in [node] if node else self.nodes:
+            mine = [r for r in rows if r.get("node") == target]
+            for study, spec in self.refine.items():
+                refined = sum(r["study"] == study and r.get("phase") == "refine" for r in mine)
+                grid_ok = sum(
+                    r["study"] == study and r.get("phase", "grid") == "grid" and r["status"] == "ok" for r in mine
+                )
+                if refined < spec["points"] and grid_ok >= 2:
+                    return True
+        return False
