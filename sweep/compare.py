@@ -36,7 +36,7 @@ NO_IP = "IP not recorded"
 ISA_SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "sve", "sve2", "bf16", "i8mm")
 RECORDED = (
     ("CPU model", "hw_cpu_model"), ("arch", "hw_arch"), ("logical cores", "hw_logical_cores"),
-    ("physical cores", "hw_physical_cores"), ("sockets", "hw_sockets"), ("NUMA nodes", "hw_numa_nodes"),
+    ("physical cores", "hw_physical_cores"), ("CPUs given to Ray", "node_cpus"), ("sockets", "hw_sockets"), ("NUMA nodes", "hw_numa_nodes"),
     ("SMT (threads per core)", "hw_smt"), ("L1d KB", "hw_l1d_kb"), ("L2 KB", "hw_l2_kb"), ("L3 KB", "hw_l3_kb"),
     ("memory GiB", "hw_memory_gb"), ("memory bandwidth GB/s (triad, all cores)", "hw_mem_bw_gbs"),
     ("fp32 matmul peak GFLOP/s (all cores)", "hw_peak_gflops_fp32"), ("governor", "hw_governor"),

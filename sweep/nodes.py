@@ -158,7 +158,7 @@ def probe_nodes(nodes: list[Node], document: dict, source: str, data_dir: str) -
             problems.append((node, answer["problems"]))
             continue
         host = answer["host"] or node.hostname
-        columns = answer["columns"] | {"host": host, "node": node.ip}
+        columns = answer["columns"] | {"host": host, "node": node.ip, "node_cpus": node.cpus}
         plans.append(NodePlan(Node(node.ip, node.node_id, host, node.cpus), answer["plan"], answer["skipped"], columns))
     if not plans:
         raise PlanError(source, sorted({p for _, node_problems in problems for p in node_problems}))

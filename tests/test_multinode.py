@@ -79,7 +79,8 @@ def test_the_plan_runs_once_on_every_node_with_per_node_validation(cluster, tmp_
     for row in head + second:
         assert row["host"] and row["hw_cpu_model"] and row["hw_peak_gflops_fp32"] > 0 and row["hw_mem_bw_gbs"] > 0
         assert row["sweep"] == head[0]["sweep"]
-    assert {r["hw_logical_cores"] for r in head + second} == {os.cpu_count()}
+    assert {r["hw_logical_cores"] for r in head + second} == {os.cpu_count()}  # the machine's, read on the node
+    assert {r["node_cpus"] for r in head} == {len(os.sched_getaffinity(0))} and {r["node_cpus"] for r in second} == {1}
     # never two timed trials on one node at once
     for node_rows in by_node.values():
         spans = sorted((r["started_at"], r["finished_at"]) for r in node_rows if r["status"] == "ok")

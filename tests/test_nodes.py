@@ -8,7 +8,11 @@ from sweep.plan import PlanError, expand_plan
 from tests.sweeprun import TINY_BASELINE
 
 # this machine's two cores stand in for a two-core node and for one-core nodes
-NODES = [Node("10.0.0.1", "a" * 8, "big", 2), Node("10.0.0.2", "b" * 8, "small", 1), Node("10.0.0.3", "c" * 8, "small", 1)]
+NODES = [
+    Node("10.0.0.1", "a" * 8, "big", 2),
+    Node("10.0.0.2", "b" * 8, "small", 1),
+    Node("10.0.0.3", "c" * 8, "small", 1),
+]
 
 
 def test_select_by_ip_or_hostname():
@@ -38,7 +42,10 @@ def test_a_point_one_node_cannot_run_is_unsupported_there_only():
     studies = [{"name": "threads", "axis": "threads", "values": [1, 2]}]
     plans = [node_plan(NODES[0], studies), node_plan(NODES[1], studies)]
     assert [t.unsupported for t in plans[0].plan.trials] == [None, None]
-    assert [t.unsupported for t in plans[1].plan.trials] == [None, "threads=2 exceeds the 1 cores available to this trial"]
+    assert [t.unsupported for t in plans[1].plan.trials] == [
+        None,
+        "threads=2 exceeds the 1 cores available to this trial",
+    ]
     assert nowhere_runnable(plans) == []  # the two-core node runs threads=2
 
 
