@@ -84,6 +84,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from sweep.nodes import expand_here
     from sweep.plan import load_plan, read_plan_document
     from sweep.runner import run_sweep
     from sweep.store import Store
@@ -95,6 +96,8 @@ def cmd_run(args) -> int:
         document, source = read_plan_document(args.plan)
         if not args.address:  # this machine is the only node: validate here, before Ray starts
             load_plan(args.plan, record_unsupported=args.record_unsupported)
+        else:  # the plan's own problems, here and at once; what each node can run is asked on the node
+            expand_here(document, source)
     started = time.perf_counter()
     sweep = run_sweep(
         document, source, result_dir, resume=args.resume, resume_sweep=args.sweep, address=args.address,

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from tests.conftest import REPO_ROOT, TINY
+from tests.sweeprun import run_bench
 
 
 def bench(*args):
@@ -41,3 +42,12 @@ def test_trial_json_and_summary():
     summary = bench("trial", *assignments)
     assert summary.returncode == 0
     assert "step_time_median_s" in summary.stdout and "mfu" in summary.stdout
+
+
+def test_a_bad_plan_for_a_cluster_fails_before_connecting(tmp_path):
+    plan = tmp_path / "bad.yaml"
+    plan.write_text("name: bad\nbaseline: {depth: 2, widht: 3}\nstudies: [{name: w, axis: width, values: [32]}]\n")
+    # nothing listens at this address: the plan's own problems are reported before any connection is tried
+    done = run_bench("run", "--plan", str(plan), "--address", "127.0.0.9:9", "--result-dir", str(tmp_path / "s"))
+    assert done.returncode == 2 and "baseline: key 'widht': unknown key" in done.stdout
+    assert not (tmp_path / "s").exists()

@@ -84,6 +84,7 @@ def test_the_e2e_copy_is_valid_and_stops_no_ray_but_its_own(tmp_path):
     assert len(head) == len(worker) == 1  # no `ray stop`: on one machine it would stop every Ray there
     assert f"ray start --temp-dir={tmp_path}/ray-head --dashboard-port=18265 --head" in head[0]
     assert f"ray start --temp-dir={tmp_path}/ray-worker --address=" in worker[0]
+    assert head[0].startswith(f"export CPB_E2E_RUN={tmp_path}; ")  # how teardown finds this run's processes
     assert config["setup_commands"] == shipped["setup_commands"][:1]  # root's ~/.bashrc stays as it is
     assert shipped["head_start_ray_commands"][0].endswith("ray stop")  # the shipped copy is untouched
 

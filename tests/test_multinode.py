@@ -64,6 +64,10 @@ def test_the_plan_runs_once_on_every_node_with_per_node_validation(cluster, tmp_
         name="nodes",
     )  # fmt: skip
     store = Store(tmp_path / "store")
+    unknown = run_bench("run", "--plan", str(plan), "--address", cluster.address, "--nodes", "10.9.9.9",
+                        "--result-dir", str(store.root))  # fmt: skip
+    assert unknown.returncode == 2 and "no node 10.9.9.9 in the cluster (nodes: " in unknown.stdout
+    assert f"({HEAD}), " in unknown.stdout and not store.files()
     done = run_bench("run", "--plan", str(plan), "--address", cluster.address, "--result-dir", str(store.root))
     assert done.returncode == 0, done.stdout[-3000:]
     by_node = rows_by_node(store)
