@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := libjemalloc2 libtcmalloc-minimal4 numactl
 
-.PHONY: bench test lint format sysdeps clean
+.PHONY: bench test lint format sysdeps clean cluster-e2e
 
 bench: $(STAMP) sysdeps
 	$(PY) bench.py
@@ -38,6 +38,12 @@ sysdeps:
 	echo "installing Debian packages:$$missing"; \
 	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 		|| echo "warning: could not install$$missing; features that need them will be reported unavailable"
+
+# cluster.yaml end to end on this machine (root): sshd on two loopback addresses, `ray up`, a tiny plan
+# on both nodes, `ray down`. About 2 minutes the first time (it builds the venv in ~/cpu-pretrain-bench),
+# 75 s after; README.md, "Many hosts".
+cluster-e2e: $(STAMP)
+	$(PY) scripts/cluster_e2e.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""The Ray cluster launcher end to end on one machine: cluster.yaml brings up two loopback "hosts".
+
+sshd (Debian's openssh-server, plus rsync) listens on two loopback addresses only, with a key pair made
+for this run; a copy of the shipped cluster.yaml names those two addresses; `ray up` syncs the repository
+to ~/cpu-pretrain-bench, builds its venv and starts a head and a worker; a tiny plan runs on the head
+(`ray exec ... bench.py run --address ... --nodes all`) and must leave rows from both nodes; then
+`ray down`, and sshd stops. Teardown always runs, on failure and Ctrl-C too.
+
+Run as root from the repository root: `make cluster-e2e` (or `venv/bin/python scripts/cluster_e2e.py`).
+`on-head` is the part that `ray exec` runs on the head.
+
+Why the copy differs from the shipped config (e2e_cluster_config): here both "hosts" are this machine,
+which other people's Ray may share, so nothing may stop Ray machine-wide (`ray stop` kills every Ray
+process of the machine; it is left out, and root's ~/.bashrc is not touched, so `ray down` finds no `ray`
+to run). Each node keeps its files in its own --temp-dir under this run's directory, so other drivers'
+`ray.init()` never finds this cluster, and every process the nodes start carries this run's mark in its
+environment, so teardown stops exactly those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+RAY = REPO / "venv" / "bin" / "ray"
+SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and insists on an absolute path
+PACKAGES = ("openssh-server", "rsync")
+# Not 127.0.0.1: Ray rewrites 127.0.0.1 (and localhost) to the machine's primary address, for
+# `ray start --node-ip-address` too (services.resolve_ip_for_localhost; seen: a head started with
+# 127.0.0.1 registers as 192.0.2.2), so the node would not be the loopback host SSH reached.
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+GCS_PORT = 6379  # the shipped config's `ray start --head --port`
+CLUSTER_SUFFIX = "-e2e"  # its own cluster name: its own launcher state file (/tmp/ray/cluster-<name>.state)
+# Every process `ray start` spawns inherits it: how teardown finds this run's Ray processes and no one
+# else's (the Ray client server, for one, names neither the temp dir nor a parent it could be found by).
+RUN_MARK = "CPB_E2E_RUN"
+NODE_WAIT_S = 300.0
+# generous: the first `ray up` builds the venv (torch and all) in ~/cpu-pretrain-bench
+RAY_UP_TIMEOUT_S, ON_HEAD_TIMEOUT_S, RAY_DOWN_TIMEOUT_S = 1800, 1200, 120
+# Two tiny trials (a second or two each), run once on every node.
+PLAN = {
+    "name": "cluster-e2e",
+    "description": "two tiny trials on every node of the cluster",
+    "baseline": dict(
+        depth=1, width=32, heads=2, seq_len=16, batch_size=2, vocab_size=256, warmup_steps=1, measure_steps=2
+    ),
+    "studies": [{"name": "width", "axis": "width", "values": [32, 64]}],
+}
+
+
+class E2eError(Exception):
+    """The end-to-end run failed in a way the message explains."""
+
+
+class Phases:
+    """Prints each phase with its wall time, and keeps them for the summary."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.times = prefix, []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        print(f"[{self.prefix}] {name} ...", flush=True)
+        started, outcome = time.perf_counter(), "failed"
+        try:
+            yield
+            outcome = ""
+        finally:
+            wall = time.perf_counter() - started
+            self.times.append((name, wall, outcome))
+            print(f"[{self.prefix}] {name}: {wall:.1f} s {outcome}".rstrip(), flush=True)
+
+    def summary(self) -> str:
+        lines = [f"  {name:<40} {wall:7.1f} s {outcome}".rstrip() for name, wall, outcome in self.times]
+        return "\n".join([*lines, f"  {'total':<40} {sum(w for _, w, _ in self.times):7.1f} s"])
+
+
+def run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
+    print("  $ " + shlex.join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], **kwargs)
+
+
+def run_for(cmd: list, timeout_s: float, **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return run(cmd, timeout=timeout_s, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise E2eError(f"`{Path(str(cmd[0])).name} {cmd[1]}` did not finish within {timeout_s:.0f} s") from None
+
+
+# ---- the cluster config ---------------------------------------------------------------------------
+def e2e_cluster_config(shipped: dict, head_ip: str, worker_ip: str, key: Path, run_dir: Path, dashboard_port: int):
+    """The shipped cluster.yaml with this machine's two loopback hosts filled in (see the module docstring)."""
+    config = json.loads(json.dumps(shipped))  # a deep copy
+    config["cluster_name"] += CLUSTER_SUFFIX
+    config["provider"].update(head_ip=head_ip, worker_ips=[worker_ip])
+    config["max_workers"] = 1
+    config["auth"] = {"ssh_user": "root", "ssh_private_key": str(key)}
+    config["setup_commands"] = [c for c in config["setup_commands"] if ".bashrc" not in c]
+    for kind, extra in (("head", f" --dashboard-port={dashboard_port}"), ("worker", "")):
+        commands = [c for c in config[f"{kind}_start_ray_commands"] if not c.rstrip().endswith("ray stop")]
+        starts = [c for c in commands if "/venv/bin/ray start" in c]
+        if len(starts) != 1:
+            raise E2eError(f"cluster.yaml: expected one `ray start` in {kind}_start_ray_commands, found {len(starts)}")
+        flags = f"/venv/bin/ray start --temp-dir={run_dir / ('ray-' + kind)}{extra}"
+        config[f"{kind}_start_ray_commands"] = [
+            f"export {RUN_MARK}={run_dir}; " + c.replace("/venv/bin/ray start", flags) for c in commands
+        ]
+    return config
+
+
+# ---- this machine: packages, sshd, token ----------------------------------------------------------
+def check_machine(addresses: list[str]) -> None:
+    if os.geteuid() != 0:
+        raise E2eError("run as root: it installs Debian packages and starts sshd on port 22 (Ray's launcher has no SSH port setting)")  # fmt: skip
+    for ip in addresses:
+        if not ipaddress.ip_address(ip).is_loopback or ip == "127.0.0.1":
+            raise E2eError(f"{ip}: the hosts must be loopback addresses other than 127.0.0.1 (127.0.0.2 to 127.255.255.254)")  # fmt: skip
+    for ip, port in [(ip, 22) for ip in addresses] + [("0.0.0.0", GCS_PORT)]:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
+            try:
+                probe.bind((ip, port))
+            except OSError as exc:
+                raise E2eError(f"{ip}:{port} is taken ({exc.strerror}); the e2e needs it free") from None
+    others = [p for p in psutil.process_iter(["name", "pid"]) if p.info["name"] in ("raylet", "gcs_server")]
+    if others and ray_on_login_path():
+        pids = ", ".join(f"{p.info['name']} {p.info['pid']}" for p in others)
+        raise E2eError(
+            f"another Ray runs on this machine ({pids}) and `ray` is on root's login PATH, so `ray down` "
+            "(which runs a bare `ray stop` on the head, here this machine) would stop it too; run again when it is done"
+        )
+
+
+def ray_on_login_path() -> bool:
+    """Whether the login shell `ray down` runs `ray stop` in (bash --login -i, ~/.bashrc) finds a `ray`."""
+    shell = subprocess.run(
+        ["bash", "--login", "-i", "-c", "command -v ray"], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    return bool(shell.stdout.strip())
+
+
+def ensure_packages() -> None:
+    missing = [p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    if not missing:
+        print(f"  installed already: {' '.join(PACKAGES)}")
+        return
+    # Debian starts a freshly installed sshd on every address; policy-rc.d exit 101 forbids that.
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):  # fmt: skip
+            if run(cmd, env=env).returncode != 0:
+                raise E2eError(f"`{shlex.join(cmd)}` failed; install {' '.join(missing)} by hand and run again")
+    finally:
+        if ours:
+            policy.unlink()
+
+
+def start_sshd(ssh_dir: Path, addresses: list[str]) -> subprocess.Popen:
+    """sshd on the given loopback addresses only, accepting only this run's key, as a child of this process."""
+    ssh_dir.mkdir(mode=0o700)
+    for name in ("host_ed25519", "id_ed25519"):
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cpu-pretrain-bench-e2e", "-f", ssh_dir / name], check=True)  # fmt: skip
+    shutil.copy(ssh_dir / "id_ed25519.pub", ssh_dir / "authorized_keys")
+    config = ssh_dir / "sshd_config"
+    settings = [f"ListenAddress {ip}:22" for ip in addresses] + [
+        f"HostKey {ssh_dir / 'host_ed25519'}",
+        f"PidFile {ssh_dir / 'sshd.pid'}",
+        f"AuthorizedKeysFile {ssh_dir / 'authorized_keys'}",
+        "PermitRootLogin prohibit-password",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "X11Forwarding no",
+        "AllowAgentForwarding no",
+        "AllowTcpForwarding no",
+        "PermitTunnel no",
+        # The key files sit in a 0700 directory made by mkdtemp; StrictModes would refuse them only
+        # because an ancestor (/tmp) is world-writable.
+        "StrictModes no",
+    ]
+    config.write_text("\n".join(settings) + "\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    checked = subprocess.run([SSHD, "-t", "-f", config], capture_output=True, text=True)
+    if checked.returncode != 0:
+        raise E2eError(f"sshd rejects {config}: {checked.stderr.strip()}")
+    log = ssh_dir / "sshd.log"
+    sshd = subprocess.Popen([SSHD, "-D", "-f", config, "-E", log])
+    deadline = time.monotonic() + 10
+    for ip in addresses:
+        while True:
+            if sshd.poll() is not None:
+                raise E2eError(f"sshd exited with status {sshd.returncode}; its log: {log}")
+            with contextlib.suppress(OSError), socket.create_connection((ip, 22), timeout=1):
+                break
+            if time.monotonic() > deadline:
+                raise E2eError(f"sshd does not answer on {ip}:22 after 10 s; its log: {log}")
+            time.sleep(0.1)
+    print(f"  sshd pid {sshd.pid} on {', '.join(a + ':22' for a in addresses)}")
+    return sshd
+
+
+def ensure_token() -> None:
+    """The token the nodes authenticate with: root's own if it has one (kept as it is), else a new one."""
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        print(f"  using the existing {token}")
+        return
+    # --generate prints the token: keep it out of the log
+    if run([RAY, "get-auth-token", "--generate"], capture_output=True).returncode != 0 or not token.exists():
+        raise E2eError(f"`ray get-auth-token --generate` did not create {token}")
+    print(f"  generated {token} (kept: every `ray` command on this machine uses it from now on)")
+
+
+# ---- teardown -------------------------------------------------------------------------------------
+def stop_ray_of_run(run_dir: Path, grace_s: float = 10.0) -> int:
+    """Stops the processes that this run's `ray start` commands spawned, and nothing else; returns how many."""
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(RUN_MARK) == str(run_dir):
+                found[proc.pid] = proc
+    # As `ray stop` does: raylets first (their workers follow), GCS last.
+    rank = {pid: {"raylet": 0, "gcs_server": 2}.get(_name(proc), 1) for pid, proc in found.items()}
+    for group in (0, 1, 2):
+        procs = [proc for pid, proc in found.items() if rank[pid] == group]
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        for proc in psutil.wait_procs(procs, timeout=grace_s)[1]:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+    psutil.wait_procs(list(found.values()), timeout=5)
+    return len(found)
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
+def stop_sshd(sshd: subprocess.Popen) -> None:
+    try:
+        sessions = psutil.Process(sshd.pid).children(recursive=True)  # open sessions outlive the listener
+    except psutil.Error:
+        sessions = []
+    sshd.terminate()
+    try:
+        sshd.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        sshd.kill()
+        sshd.wait()
+    for proc in sessions:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    for proc in psutil.wait_procs(sessions, timeout=5)[1]:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+class HomeFiles:
+    """Files `ray up` writes into the head's home (here root's): put back as they were."""
+
+    def __init__(self, *paths: Path):
+        self.saved = {p: (p.read_bytes() if p.exists() else None) for p in paths}
+
+    def restore(self) -> None:
+        for path, content in self.saved.items():
+            if content is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(content)
+
+
+# ---- the launcher side ----------------------------------------------------------------------------
+def main_e2e(args) -> int:
+    phases, run_dir = Phases("cluster-e2e"), Path(tempfile.mkdtemp(prefix="cpb-e2e-"))
+    addresses = [args.head_ip, args.worker_ip]
+    sshd = config_path = None
+    ok = interrupted = False
+    home = Path.home()
+    home_files = HomeFiles(home / "ray_bootstrap_config.yaml", home / "ray_bootstrap_key.pem")
+    ray_env = os.environ | {"RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1"}
+    print(f"[cluster-e2e] run directory (keys, sshd and Ray logs): {run_dir}")
+    try:
+        with phases("check this machine"):
+            check_machine(addresses)
+        with phases("install openssh-server rsync"):
+            ensure_packages()
+        with phases("start sshd"):
+            sshd = start_sshd(run_dir / "ssh", addresses)
+        with phases("Ray token"):
+            ensure_token()
+        with socket.socket() as free:  # a free port: a dashboard on 8265 may be someone else's
+            free.bind(("127.0.0.1", 0))
+            dashboard_port = free.getsockname()[1]
+        shipped = yaml.safe_load((REPO / "cluster.yaml").read_text())
+        config = e2e_cluster_config(shipped, *addresses, run_dir / "ssh" / "id_ed25519", run_dir, dashboard_port)
+        config_path = run_dir / "cluster.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        with phases("ray up (sync, venv, head start)"):
+            # cwd: file_mounts' `.` is the repository
+            up = [RAY, "up", "-y", "--no-config-cache", config_path]
+            if run_for(up, RAY_UP_TIMEOUT_S, cwd=REPO, env=ray_env).returncode != 0:
+                raise E2eError(f"`ray up` failed (output above); head logs: {run_dir}/ray-head/session_latest/logs")
+        on_head = [
+            "venv/bin/python", "scripts/cluster_e2e.py", "on-head", "--address", f"{args.head_ip}:{GCS_PORT}",
+            "--expect", ",".join(addresses), "--work-dir", str(run_dir / "head"),
+        ]  # fmt: skip
+        command = f"cd ~/cpu-pretrain-bench && RAY_AUTH_MODE=token {shlex.join(on_head)}"
+        with phases("on the head: worker joins, sweep, rows"):
+            if run_for([RAY, "exec", config_path, command], ON_HEAD_TIMEOUT_S, cwd=REPO, env=ray_env).returncode != 0:
+                raise E2eError(
+                    "the sweep on the head failed (output above); the worker's setup is logged in "
+                    f"{run_dir}/ray-head/session_latest/logs/monitor.*"
+                )
+        ok = True
+    except E2eError as exc:
+        print(f"[cluster-e2e] FAILED: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("[cluster-e2e] interrupted", file=sys.stderr)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave Ray or sshd running
+            signal.signal(signum, signal.SIG_IGN)
+        print("[cluster-e2e] tearing down (Ctrl-C is ignored until done)", flush=True)
+        # First what `ray down` runs on the head, `ray stop`, but for these two nodes only. Before it:
+        # here the head's autoscaler shares the launcher's state file and marks the nodes running
+        # again as fast as `ray down` marks them terminated, so `ray down` would wait forever.
+        with phases("stop Ray on both nodes"):
+            print(f"  stopped {stop_ray_of_run(run_dir)} processes")
+        if config_path is not None:
+            with phases("ray down"):
+                try:
+                    run_for([RAY, "down", "-y", config_path], RAY_DOWN_TIMEOUT_S, cwd=REPO, env=ray_env)
+                except E2eError as exc:
+                    print(f"  {exc}", file=sys.stderr)
+        if sshd is not None:
+            with phases("stop sshd"):
+                stop_sshd(sshd)
+        home_files.restore()
+        name = yaml.safe_load((REPO / "cluster.yaml").read_text())["cluster_name"] + CLUSTER_SUFFIX
+        for suffix in (".state", ".lock"):
+            Path(tempfile.gettempdir(), "ray", f"cluster-{name}{suffix}").unlink(missing_ok=True)
+        for cache in Path(tempfile.gettempdir()).glob("ray-config-*"):  # `ray up` caches this run's config
+            with contextlib.suppress(OSError):
+                if str(run_dir) in cache.read_text():
+                    cache.unlink()
+        if ok:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            print(f"[cluster-e2e] kept {run_dir} for its logs (sshd, Ray, monitor.out for the worker's setup)")
+    print(f"\n[cluster-e2e] {'PASSED' if ok else 'FAILED'}; wall time per phase:\n{phases.summary()}")
+    return 0 if ok else 130 if interrupted else 1
+
+
+# ---- the head side (run by `ray exec`) ------------------------------------------------------------
+def main_on_head(args) -> int:
+    phases, expected = Phases("on-head"), set(args.expect.split(","))
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    plan, result_dir = work / "cluster-e2e.yaml", work / "result"
+    plan.write_text(yaml.safe_dump(PLAN, sort_keys=False))
+    try:
+        with phases("wait for every node"):
+            print(f"  nodes: {', '.join(sorted(wait_for_nodes(args.address, expected, NODE_WAIT_S)))}")
+        with phases("bench.py run --nodes all"):
+            bench = [sys.executable, "bench.py", "run", "--plan", plan, "--address", args.address, "--nodes", "all"]
+            if run([*bench, "--result-dir", result_dir], cwd=REPO).returncode != 0:
+                raise E2eError("bench.py run failed (output above)")
+        with phases("rows from every node"):
+            check_rows(result_dir, expected, trials=len(PLAN["studies"][0]["values"]))
+    except E2eError as exc:
+        print(f"[on-head] FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"[on-head] PASSED; wall time per phase:\n{phases.summary()}")
+    return 0
+
+
+def wait_for_nodes(address: str, expected: set[str], timeout_s: float) -> set[str]:
+    import ray
+
+    ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+            if expected <= alive:
+                return alive
+            if time.monotonic() > deadline:
+                raise E2eError(f"after {timeout_s:.0f} s the cluster has nodes {sorted(alive)}, not {sorted(expected)}")
+            time.sleep(2)
+    finally:
+        ray.shutdown()
+
+
+def check_rows(result_dir: Path, expected: set[str], trials: int) -> None:
+    sql = (
+        "SELECT node, host, count(*) AS trials, count(*) FILTER (WHERE status = 'ok') AS ok "
+        "FROM trials GROUP BY node, host ORDER BY node"
+    )
+    query = [sys.executable, "bench.py", "query", sql, "--format", "json", "--result-dir", result_dir]
+    out = run(query, cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise E2eError(f"bench.py query failed: {out.stderr.strip()}")
+    rows = json.loads(out.stdout)
+    for row in rows:
+        print(f"  node {row['node']} ({row['host']}): {row['trials']} rows, {row['ok']} ok")
+    nodes = {row["node"] for row in rows}
+    if nodes != expected:
+        raise E2eError(f"rows come from nodes {sorted(nodes, key=str)}, expected exactly {sorted(expected)}")
+    short = [r["node"] for r in rows if r["trials"] != trials or r["ok"] != trials]
+    if short:
+        raise E2eError(f"nodes {short}: expected {trials} rows with status ok from each")
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so the teardown runs
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="cluster_e2e.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--head-ip", default=HEAD_IP, help=f"loopback address of the head (default {HEAD_IP})")
+    parser.add_argument("--worker-ip", default=WORKER_IP, help=f"loopback address of the worker (default {WORKER_IP})")
+    commands = parser.add_subparsers(dest="command")
+    on_head = commands.add_parser("on-head", help="(run by `ray exec` on the head) wait for the nodes, sweep, check")
+    on_head.add_argument("--address", required=True)
+    on_head.add_argument("--expect", required=True, help="comma list of the node IPs the rows must come from")
+    on_head.add_argument("--work-dir", required=True)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    return main_on_head(args) if args.command == "on-head" else main_e2e(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
