@@ -116,7 +116,7 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
         raise RuntimeError(f"autotune {sweep_id}: no trial finished; see bench.py query over sweep '{sweep_id}'")
     best_row = min(searched, key=lambda r: r["step_time_median_s"])
     best = {k: best_row[k] for k in space}
-    ab_rows = ab_measure(cfg, base, default, best, sweep_id, store, ab_rounds)
+    ab_rows = ab_measure(cfg, base, default, best, sweep_id, store, ab_rounds, node.ip)
     a = [r["step_time_median_s"] for r in ab_rows if r["ab_arm"] == "default"]
     b = [r["step_time_median_s"] for r in ab_rows if r["ab_arm"] == "best"]
     ratios = [x / y for x, y in zip(a, b, strict=True)]
@@ -126,14 +126,14 @@ def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int =
     )  # fmt: skip
 
 
-def ab_measure(cfg, base, default, best, sweep_id, store, rounds) -> list[dict]:
+def ab_measure(cfg, base, default, best, sweep_id, store, rounds, node: str) -> list[dict]:
     """Default and best alternately (A/B/A/B...), each a fresh worker with the same protocol."""
     rows = []
     for round_index in range(rounds):
         for arm, settings in (("default", default), ("best", best)):
             arm_cfg = build_config(base | settings)
             row = run_trial(arm_cfg)
-            row |= {"sweep": sweep_id, "plan": "autotune", "study": "autotune-ab", "phase": "ab", "ab_arm": arm,
+            row |= {"sweep": sweep_id, "plan": "autotune", "node": node, "study": "autotune-ab", "phase": "ab", "ab_arm": arm,
                     "ab_round": round_index, "point": json.dumps(settings, default=str), "recorded_at": now_iso()}  # fmt: skip
             store.append(row)
             rows.append(row)
