@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.rows import clean_row, is_number, is_positive, latest_sweep, md_table, ms, plan_order, point_text
-from sweep.store import EmptyStore, Store
+from sweep.store import EmptyStore, Store, slug
 from sweep.summary import format_table
 
 GROUP_BY = ("host", "node")
@@ -285,7 +285,7 @@ def compare_markdown(c: Comparison, out: Path, level: int = 2) -> str:
     parts += [md_table(*side_by_side(c)), f"{sub} Speed-up vs {c.ref}", md_table(*speedup_summary(c))]
     parts += [f"{sub} Recorded, not set, per {c.by}", md_table(*recorded_table(c)), f"{sub} Step time per study"]
     for study in dict.fromkeys(study for study, _ in c.compared):
-        png = out / f"compare-{re.sub(r'[^A-Za-z0-9._-]+', '_', study)}.png"
+        png = out / f"compare-{slug(study)}.png"
         lines = {g: [(c.points[k], c.cells[k][g].step_time_s) for k in c.cells if k[0] == study and g in c.cells[k]]
                  for g in c.labels}  # fmt: skip
         plot_across(png, study, c.by, lines)

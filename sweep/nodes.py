@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 from sweep.plan import Plan, PlanError, expand_plan
 
-PEAK_COLUMNS = ("hw_peak_gflops_fp32", "hw_mem_bw_gbs")
-
 
 class NodeSelectionError(LookupError):
     """--nodes names a node the cluster does not have, or the selected nodes cannot be told apart."""

@@ -12,7 +12,6 @@ A sweep that ran on several nodes never mixes them in one curve or fit: each stu
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 from sweep.compare import CompareError, build_comparison, compare_markdown, group_rows, node_count
@@ -30,7 +29,7 @@ from sweep.rows import (
     point_text,
     study_shape,
 )
-from sweep.store import EmptyStore, Store
+from sweep.store import EmptyStore, Store, slug
 
 PROJECTION_STEPS = 10_000
 CORE_AXES = ("cores", "threads")
@@ -152,10 +151,8 @@ def study_section(study: str, rows: list[dict], out: Path, node: str | None = No
     if kind == "line" and (study == "cores" or x_axis in CORE_AXES):
         scaling = speedup_and_efficiency([r["_point"][x_axis] for r in ok], [r["step_time_median_s"] for r in ok])
         text += [scaling_text(x_axis, scaling, [r["_point"][x_axis] for r in ok], ok), ""]
-    name, label = re.sub(r"[^A-Za-z0-9._-]+", "_", study), study + (f" on {node}" if node else "")
-    if node:
-        name += "-" + re.sub(r"[^A-Za-z0-9.-]+", "_", node).strip("_")
-    png = out / f"{name}.png"
+    label = study + (f" on {node}" if node else "")
+    png = out / f"{slug(study)}{f'-{slug(node)}' if node else ''}.png"
     plot_study(png, label, kind, x_axis, series, ok, fit, scaling)
     text += [f"![{label}]({png.name})", "", study_table(rows, axes)]
     return "\n".join(text)

@@ -282,8 +282,8 @@ def _run_refinement(
 
 def new_sweep(
     document: dict, source: str, result_dir: Path, nodes_spec: str, record_unsupported: bool, quiet: bool
-) -> tuple[SweepRun, str]:
-    """Expand the plan on every selected node and write the manifest: (the sweep, its plan source)."""
+) -> SweepRun:
+    """Expand the plan on every selected node and write the manifest."""
     node_plans = probe_nodes(select_nodes(alive_nodes(), nodes_spec), document, source, str(DATA_DIR))
     problems = [] if record_unsupported else nowhere_runnable(node_plans)
     if problems:
@@ -302,7 +302,7 @@ def new_sweep(
         refine=plan.refine, quiet=quiet,
     )  # fmt: skip
     write_manifest(result_dir, sweep, source, "running")
-    return sweep, source
+    return sweep
 
 
 def resumed_sweep(result_dir: Path, sweep_id: str | None, quiet: bool) -> tuple[SweepRun, str]:
@@ -338,7 +338,7 @@ def run_sweep(
         if resume:
             sweep, source = resumed_sweep(result_dir, resume_sweep, quiet)
         else:
-            sweep, source = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet)
+            sweep = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet)
         _run(sweep, result_dir)
     finally:
         if started_here:
@@ -362,10 +362,12 @@ def _run(sweep: SweepRun, result_dir: Path) -> None:
             sweep.record_failure(spec, spec["unsupported"], status="unsupported")
     storage = (result_dir / TUNE_DIR).resolve()
     cpus = {ip: n.cpus for ip, n in present.items()}
+
+    def live() -> set[str]:  # the sweep's nodes still in the cluster
+        return (alive_ips() & set(present)) - sweep.lost_nodes
+
     for _ in range(3):  # later rounds: a pair Tune ended without a row (stopped, or its node just left)
-        live = (alive_ips() & set(present)) - sweep.lost_nodes
-        if not sweep.missing_on(live):
+        if not sweep.missing_on(live()):
             break
-        _run_pairs(sweep, sweep.missing_on(live), cpus, storage)
-    live = (alive_ips() & set(present)) - sweep.lost_nodes
-    refine_studies(sweep, [n for ip, n in present.items() if ip in live], result_dir, storage)
+        _run_pairs(sweep, sweep.missing_on(live()), cpus, storage)
+    refine_studies(sweep, [n for ip, n in present.items() if ip in live()], result_dir, storage)

@@ -48,8 +48,9 @@ def row_table(row: dict) -> pa.Table:
     return pa.table(columns)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))[:60]
+def slug(text) -> str:
+    """Text as a file-name part: runs of anything but letters, digits, '.', '_' and '-' become '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_")
 
 
 class Store:
@@ -65,7 +66,7 @@ class Store:
         folder = self.trials_dir.joinpath(*(f"{k}={quote(str(row[k]), safe='')}" for k in PARTITIONS))
         folder.mkdir(parents=True, exist_ok=True)
         data = {k: v for k, v in row.items() if k not in PARTITIONS} | {"schema_version": SCHEMA_VERSION}
-        name = f"{_slug(row['study'])}-{row['config_key']}-{uuid.uuid4().hex[:8]}.parquet"
+        name = f"{slug(row['study'])[:60]}-{row['config_key']}-{uuid.uuid4().hex[:8]}.parquet"
         final, tmp = folder / name, folder / f".{name}.tmp"
         with open(tmp, "wb") as f:
             pq.write_table(row_table(data), f)

@@ -126,13 +126,13 @@ class SweepRun:
     def missing_on(self, nodes: set[str]) -> list[int]:
         return [i for i in self.missing() if self.specs[i]["node"] in nodes]
 
-    def refine_pending(self, node: str | None = None) -> bool:
+    def refine_pending(self) -> bool:
         """A refining study still short of its points on a node (and with a grid to refine between)."""
         if not self.refine:
             return False
         rows = self.store.rows(self.sweep_id)
-        for target in [node] if node else self.nodes:
-            mine = [r for r in rows if r.get("node") == target]
+        for node in self.nodes:
+            mine = [r for r in rows if r.get("node") == node]
             for study, spec in self.refine.items():
                 refined = sum(r["study"] == study and r.get("phase") == "refine" for r in mine)
                 grid_ok = sum(
