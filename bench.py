@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from sweep.plan import PlanError
-from sweep.store import DEFAULT_RESULT_DIR
+from sweep.results.store import DEFAULT_RESULT_DIR
 from trainables.config import ConfigError, build_config, parse_assignments
 
 SUMMARY_FIELDS = (
@@ -75,8 +75,7 @@ def cmd_trial(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from sweep.plan import load_plan
-    from sweep.summary import plan_table
+    from sweep.plan import load_plan, plan_table
 
     plan = load_plan(args.plan, record_unsupported=args.record_unsupported)
     print(plan_table(plan))
@@ -86,9 +85,9 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from sweep.nodes import expand_here
     from sweep.plan import load_plan, read_plan_document
+    from sweep.results.store import Store
+    from sweep.results.tables import study_summary
     from sweep.runner import run_sweep
-    from sweep.store import Store
-    from sweep.summary import study_summary
 
     result_dir = Path(args.result_dir)
     document = source = None
@@ -113,7 +112,7 @@ def cmd_run(args) -> int:
         f"{' + refinement' if sweep.refine else ''} ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
         f"{sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. Rows: {result_dir / 'trials'}"
     )
-    from sweep.report import write_report
+    from sweep.results.report import write_report
 
     print(f"report: {write_report(Store(result_dir), sweep.sweep_id)}")
     if sweep.missing():
@@ -123,8 +122,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from sweep.report import write_report
-    from sweep.store import Store
+    from sweep.results.report import write_report
+    from sweep.results.store import Store
 
     path = write_report(Store(args.result_dir), args.sweep, tokens=args.tokens)
     print(f"report: {path}")
@@ -132,8 +131,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from sweep import compare
-    from sweep.store import Store
+    from sweep.results import compare
+    from sweep.results.store import Store
 
     store = Store(args.result_dir)
     comparison = compare.build_comparison(compare.load_rows(store, args.sweep), by=args.by, ref=args.ref)
@@ -172,8 +171,8 @@ def cmd_autotune(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from sweep.store import Store
-    from sweep.summary import format_table
+    from sweep.results.store import Store
+    from sweep.results.tables import format_table
 
     columns, rows = Store(args.result_dir).query(args.sql)
     if args.format == "json":

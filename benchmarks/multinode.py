@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from sweep.store import Store  # noqa: E402
+from sweep.results.store import Store  # noqa: E402
 
 NODE_A, NODE_B = "127.0.0.2", "127.0.0.3"
 

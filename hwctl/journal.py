@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hwctl.control import knobs, read_sysfs, write_sysfs
 from hwctl.cores import SYSFS_ROOT
+from hwctl.files import atomic_write_text
 
 # machine-wide, like the settings it protects; BENCH_HW_JOURNAL moves it (tests, unprivileged runs)
 DEFAULT_JOURNAL = Path(os.environ.get("BENCH_HW_JOURNAL", "/var/tmp/cpu-pretrain-bench/hwctl-journal.json"))
@@ -37,13 +38,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _write_json_durably(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1), durable=True)
 
 
 def restore_values(sysfs_root: Path, originals: dict[str, str]) -> list[str]:

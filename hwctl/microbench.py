@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hwctl.cores import SYSFS_ROOT
+from hwctl.files import atomic_write_text
 from hwctl.fingerprint import PROC_ROOT, host_fingerprint, meminfo_kb, read_caches
 
 CACHE_FILE = "host_peaks.json"
@@ -176,9 +177,7 @@ def _cached(cache_dir: Path, fingerprint_id: str, entry_key: str, measure, metho
         )
         now = datetime.now(UTC).isoformat(timespec="seconds")
         section.setdefault("peaks", {})[entry_key] = {"value": value, "method": method, "measured_at": now}
-        tmp = path.with_name(f".{CACHE_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
     return value, False
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from hwctl.allocator import find_allocator
 from sweep.manifest import new_sweep_id
+from sweep.results.store import Store
 from sweep.runner import _tune_callback_class, local_node, node_bundle, start_ray, tune_point_trial
-from sweep.store import Store
 from sweep.sweeprun import SweepRun
+from trainables.columns import now_iso
 from trainables.config import build_config
-from trainables.launcher import now_iso, run_trial
+from trainables.launcher import run_trial
 
 # the keys autotune may change: none of them changes the model, its data or its arithmetic
 SETTINGS = ("threads", "interop_threads", "pinning", "allocator", "attn_backend", "compile")
@@ -62,7 +63,7 @@ def defaults_of(base: dict, space: dict) -> dict:
 def reproduce_command(base: dict, settings: dict) -> str:
     """The user's own keys plus the best settings, as one `bench.py trial` command."""
     keys = {k: v for k, v in base.items() if k not in settings} | settings
-    return "python bench.py trial " + " ".join(shlex.quote(f"{k}={v}") for k, v in keys.items())
+    return "python bench.py trial " + shlex.join(f"{k}={v}" for k, v in keys.items())
 
 
 def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int = 2, include_compile: bool = True,

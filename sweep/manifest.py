@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hwctl.files import atomic_write_text
 from sweep.sweeprun import SweepRun
-from trainables.launcher import now_iso
+from trainables.columns import now_iso
 
 SWEEPS_DIR = "sweeps"
 
@@ -36,9 +36,7 @@ def write_manifest(result_dir: Path, sweep: SweepRun, source: str, state: str) -
         "nodes": sweep.node_columns,
         "trials": sweep.specs,
     }
-    tmp = folder / f".{sweep.sweep_id}.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    os.replace(tmp, folder / f"{sweep.sweep_id}.json")
+    atomic_write_text(folder / f"{sweep.sweep_id}.json", json.dumps(manifest, indent=1, default=str))
 
 
 def load_manifest(result_dir: Path, sweep_id: str | None) -> dict:

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 
 from sweep.plan import Plan, PlanError, expand_plan
+from trainables.config import format_assignments
 
 
 class NodeSelectionError(LookupError):
@@ -175,7 +176,7 @@ def nowhere_runnable(node_plans: list[NodePlan]) -> list[str]:
     for node_plan in node_plans:
         for trial in node_plan.plan.trials:
             key = (trial.study, trial.config_key)
-            labels[key] = " ".join(f"{k}={v}" for k, v in trial.point.items())
+            labels[key] = format_assignments(trial.point)
             present[key] = present.get(key, 0) + 1
             if trial.unsupported:
                 reasons.setdefault(key, []).append(f"{node_plan.node.label}: {trial.unsupported}")

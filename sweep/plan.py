@@ -24,7 +24,8 @@ import yaml
 
 from hwctl.control import Frequency, Governor
 from hwctl.cores import SYSFS_ROOT
-from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, build_config
+from sweep.results.tables import format_table
+from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, build_config, format_assignments, is_numeric_key
 from trainables.launcher import unsupported_reason
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
@@ -229,7 +230,7 @@ def expand_plan(
                 refine[study["name"]] = spec
         for point in _study_points(study, where, problems):
             values = {k: v for k, v in baseline.items() if k in FIELD_TYPES} | point
-            label = " ".join(f"{k}={v}" for k, v in point.items())
+            label = format_assignments(point)
             try:
                 cfg = build_config(values)
             except ConfigError as exc:
@@ -259,7 +260,7 @@ def _refine_spec(study: dict, baseline: dict, where: str, problems: list[str]) -
     if not isinstance(points, int) or isinstance(points, bool) or not 1 <= points <= MAX_REFINE_POINTS:
         problems.append(f"{where}: key 'refine': must be {{points: N}} with 1 <= N <= {MAX_REFINE_POINTS}")
         return None
-    if axis is None or FIELD_TYPES.get(axis, "").replace(" | None", "") not in ("int", "float"):
+    if axis is None or not is_numeric_key(axis):
         problems.append(f"{where}: key 'refine': needs a single numeric 'axis' (not {axis or 'a grid'})")
         return None
     values = study.get("values")
@@ -279,3 +280,17 @@ def _expand_machine_values(study: dict, allowed: set[int], sysfs_root: Path) -> 
             axis: machine_values(axis, values, allowed, sysfs_root) if isinstance(values, str) else values
             for axis, values in study["axes"].items()
         }
+
+
+def plan_table(plan: Plan) -> str:
+    """The plan's trials as a terminal table, then what this machine skips."""
+    rows = [
+        (i + 1, t.study, format_assignments(t.point), t.config_key, t.unsupported or "")
+        for i, t in enumerate(plan.trials)
+    ]
+    studies = len({t.study for t in plan.trials})
+    text = f"plan {plan.name} ({plan.source}): {len(plan.trials)} trials in {studies} studies\n"
+    text += format_table(["#", "study", "point", "config_key", "unsupported"], rows)
+    if plan.skipped:
+        text += "\nskipped on this machine (skip_unsupported):\n" + "\n".join(f"  - {s}" for s in plan.skipped)
+    return text

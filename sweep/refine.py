@@ -2,7 +2,7 @@
 
 `BendSampler` is a small Optuna sampler. It reads every completed trial of the Optuna study (the
 grid results, given to OptunaSearch as evaluated points, and earlier refined points), scores each
-interval between neighbouring values with `sweep.fit.bend_scores` (how badly log-log interpolation
+interval between neighbouring values with `sweep.results.fit.bend_scores` (how badly log-log interpolation
 explains the curve there), and proposes the value nearest the (geometric) middle of the
 highest-scoring interval that the model accepts and that was not measured yet. Ray Tune runs each
 proposal as an ordinary trial through `ray.tune.search.optuna.OptunaSearch`; the Optuna study lives
@@ -20,7 +20,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
-from sweep.fit import bend_scores
+from sweep.results.fit import bend_scores
 
 OPTUNA_DB = "optuna.db"
 MAX_INT_CANDIDATES = 4096

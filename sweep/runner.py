@@ -25,10 +25,10 @@ from sweep.manifest import load_manifest, new_sweep_id, write_manifest
 from sweep.nodes import Node, alive_ips, alive_nodes, nowhere_runnable, probe_nodes, select_nodes
 from sweep.plan import PlanError
 from sweep.refine import BendSampler, distribution_for, optuna_storage, study_name
+from sweep.results.store import Store
 from sweep.scheduler import LostNodeStopper, NodeQueue
-from sweep.store import Store
 from sweep.sweeprun import SweepRun, spec_of
-from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, build_config
+from trainables.config import ConfigError, TrialConfig, build_config, field_kind
 from trainables.launcher import DATA_DIR, OUTPUT_DIR, run_trial, unsupported_reason
 
 # Tune's legacy console reporter: it takes the columns to show (the new one prints every metric of
@@ -238,7 +238,7 @@ def _run_refinement(
 
     axis, base = spec["axis"], spec["base"]
     points = {json.loads(r["point"])[axis]: r["step_time_median_s"] for r in ok_rows}
-    integer = FIELD_TYPES[axis].replace(" | None", "") == "int"
+    integer = field_kind(axis) == "int"
     distribution, log = distribution_for(list(points), integer)
     # one Optuna study per node: each node's curve bends where its own caches and cores say
     name = study_name(sweep.sweep_id, study, node.ip if len(sweep.nodes) > 1 else None)

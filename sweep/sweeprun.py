@@ -13,9 +13,9 @@ import time
 
 from sweep.plan import Trial
 from sweep.refine import bend_score_of
-from sweep.store import Store
-from trainables.config import TrialConfig
-from trainables.launcher import base_row, now_iso
+from sweep.results.store import Store
+from trainables.columns import base_row, now_iso
+from trainables.config import TrialConfig, format_assignments
 
 
 def pair_identity(node: str | None, study: str, config_key: str) -> str:
@@ -93,7 +93,7 @@ class SweepRun:
     def record_failure(self, spec: dict, reason: str, status: str = "failed") -> None:
         """A row for a pair that produced none itself (Ray lost it, or the node cannot run it)."""
         cfg = TrialConfig(**spec["config"])
-        row = base_row(cfg, cfg.config_key()) | {
+        row = base_row(cfg) | {
             "study": spec["study"],
             "trial_index": spec["index"],
             "point": json.dumps(spec["point"]),
@@ -109,7 +109,7 @@ class SweepRun:
         total, done = self.expected, len(self.done)
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(self.recorded_here, 1) * max(total - done, 0)
-        point = " ".join(f"{k}={v}" for k, v in json.loads(row.get("point") or "{}").items())
+        point = format_assignments(json.loads(row.get("point") or "{}"))
         if row["status"] == "ok":
             what = f"{row['step_time_median_s'] * 1e3:8.1f} ms/step {row['tokens_per_s']:9,.0f} tok/s"
         else:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sweep.autotune import SETTINGS, autotune
-from sweep.store import Store
+from sweep.results.store import Store
 from tests.conftest import TINY
 
 

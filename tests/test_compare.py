@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from sweep.compare import CompareError, build_comparison, compare_text, load_rows, recorded_table, write_compare
-from sweep.store import EmptyStore, Store
+from sweep.results.compare import CompareError, build_comparison, compare_text, load_rows, recorded_table, write_compare
+from sweep.results.store import EmptyStore, Store
 from tests.conftest import REPO_ROOT
 
 AMX = dict(host="alpha", node="10.0.0.1", hw_cpu_model="Xeon 8480+", hw_logical_cores=8, hw_physical_cores=4,

@@ -2,7 +2,7 @@
 
 import math
 
-from sweep.fit import (
+from sweep.results.fit import (
     KNEE_GRID_STEPS,
     amdahl_fit,
     bend_scores,

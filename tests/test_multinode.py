@@ -15,7 +15,7 @@ import time
 import pytest
 from ray.cluster_utils import Cluster
 
-from sweep.store import Store
+from sweep.results.store import Store
 from tests.sweeprun import kill_session, run_bench, start_bench, write_plan
 
 HEAD, SECOND, THIRD = "127.0.0.2", "127.0.0.3", "127.0.0.4"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from sweep.report import duration, write_report
-from sweep.store import EmptyStore, Store
+from sweep.results.report import duration, write_report
+from sweep.results.store import EmptyStore, Store
 
 SWEEP = "s-new"
 

@@ -9,7 +9,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.store import SCHEMA_VERSION, EmptyStore, Store
+from sweep.results.store import SCHEMA_VERSION, EmptyStore, Store
 from tests.conftest import REPO_ROOT
 
 
@@ -56,7 +56,7 @@ def test_columns_that_differ_between_rows_are_unified(tmp_path):
 
 WRITER = """
 import sys
-from sweep.store import Store
+from sweep.results.store import Store
 store = Store(sys.argv[1])
 i = 0
 while True:

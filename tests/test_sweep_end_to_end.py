@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from sweep.store import Store
+from sweep.results.store import Store
 from tests.sweeprun import kill_session, run_bench, start_bench, write_plan
 
 

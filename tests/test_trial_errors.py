@@ -4,8 +4,8 @@ import json
 from types import SimpleNamespace
 
 from sweep.plan import load_plan
+from sweep.results.store import Store
 from sweep.runner import _tune_callback_class
-from sweep.store import Store
 from sweep.sweeprun import SweepRun, spec_of
 from tests.conftest import TINY
 

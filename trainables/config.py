@@ -122,9 +122,18 @@ class TrialConfig:
 FIELD_TYPES = {f.name: f.type for f in fields(TrialConfig)}
 
 
+def field_kind(key: str) -> str:
+    """'int', 'float', 'str' or 'bool': a config key's type, whether or not it may be None (auto)."""
+    return FIELD_TYPES[key].replace(" | None", "")
+
+
+def is_numeric_key(key: str) -> bool:
+    return key in FIELD_TYPES and field_kind(key) in ("int", "float")
+
+
 def _coerce(key: str, raw):
     """Turn a command-line or YAML value into the field's type, or raise ConfigError."""
-    kind = FIELD_TYPES[key].replace(" | None", "")
+    kind = field_kind(key)
     optional = kind != FIELD_TYPES[key]
     text = raw.lower() if isinstance(raw, str) else None
     if raw is None or text == "auto" or (optional and text in ("none", "")):
@@ -176,6 +185,12 @@ def parse_assignments(items: list[str]) -> dict:
             raise ConfigError(f"expected key=value, got {item!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def format_assignments(values: dict) -> str:
+    """{'width': 512, 'attention': 'local'} -> 'width=512 attention=local': the inverse of parse_assignments,
+    and how a plan point is labelled everywhere."""
+    return " ".join(f"{k}={v}" for k, v in values.items())
 
 
 def _check_choice(cfg: TrialConfig, key: str) -> None:

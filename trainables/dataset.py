@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from hwctl.files import atomic_path, atomic_write_text
+
 FALLBACK_SOURCE = "offline:pydoc_data.topics"
 END_OF_TEXT = "<|endoftext|>"
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet", ".csv": "csv"}
@@ -96,12 +98,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-80:]
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _save_array(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a bare path
         np.save(f, array)
@@ -139,7 +135,9 @@ def prepare_tokens(name: str, vocab_size: int, data_dir: Path) -> tuple[np.ndarr
         "tokenizer_path": str(cache / f"{stem}.tokenizer.json"),
         "data_build_s": time.perf_counter() - started,
     }
-    _atomic_write(cache / f"{stem}.tokenizer.json", lambda p: tokenizer.save(str(p)))
-    _atomic_write(ids_path, lambda p: _save_array(p, tokens))
-    _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    with atomic_path(cache / f"{stem}.tokenizer.json") as tmp:
+        tokenizer.save(str(tmp))
+    with atomic_path(ids_path) as tmp:
+        _save_array(tmp, tokens)
+    atomic_write_text(meta_path, json.dumps(meta, indent=1))
     return tokens, meta | {"data_cache_hit": False}

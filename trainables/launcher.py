@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -27,6 +25,7 @@ from hwctl.cores import SYSFS_ROOT, format_cpu_list, parse_cpu_list, select_cpus
 from hwctl.isa import isa_environment, isa_unsupported_reason
 from hwctl.journal import DEFAULT_JOURNAL, HardwareSettings
 from hwctl.telemetry import FrequencySampler, load_average
+from trainables.columns import base_row, now_iso
 from trainables.config import TrialConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,10 +53,6 @@ TERMINATE_GRACE_S = 5.0
 
 class Unsupported(Exception):
     """The node cannot honour a value of the config (too many threads, a missing allocator)."""
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def resolve_resources(
@@ -131,16 +126,6 @@ def recorded_env(env: dict) -> dict[str, str]:
     return {k: v for k, v in sorted(env.items()) if k.startswith(RECORDED_PREFIXES)}
 
 
-def base_row(cfg: TrialConfig, config_key: str) -> dict:
-    return cfg.to_dict() | {
-        "config_key": config_key,
-        "status": None,
-        "error": None,
-        "host": socket.gethostname(),
-        "started_at": now_iso(),
-    }
-
-
 def run_trial(
     cfg: TrialConfig,
     *,
@@ -153,7 +138,7 @@ def run_trial(
     journal_path: Path = DEFAULT_JOURNAL,
 ) -> dict:
     """Run one validated config in a fresh worker process and return its flat result row."""
-    row = base_row(cfg, cfg.config_key())
+    row = base_row(cfg)
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
     # the same check plan validation makes: one definition of what this node cannot run
     reason = unsupported_reason(cfg, allowed, sysfs_root)

@@ -22,6 +22,8 @@ from pathlib import Path  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
+    from hwctl.files import atomic_write_text
+
     payload_path, result_path = Path(argv[0]), Path(argv[1])
     payload = json.loads(payload_path.read_text())
     die_with_parent(payload["parent_pid"])
@@ -37,9 +39,7 @@ def main(argv: list[str]) -> int:
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc()[-4000:],
         }
-    tmp = result_path.with_name(result_path.name + ".tmp")
-    tmp.write_text(json.dumps(result, default=float))
-    os.replace(tmp, result_path)
+    atomic_write_text(result_path, json.dumps(result, default=float))
     return 0 if result["status"] == "ok" else 1
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from sweep.compare import CompareError, build_comparison, compare_markdown, group_rows, node_count
-from sweep.fit import amdahl_fit, predict_segmented, segmented_fit, speedup_and_efficiency
-from sweep.rows import (
+from sweep.results.compare import CompareError, build_comparison, compare_markdown, group_rows, node_count
+from sweep.results.fit import amdahl_fit, predict_segmented, segmented_fit, speedup_and_efficiency
+from sweep.results.rows import (
     MAX_VALUE_TICKS,
     clean_row,
     is_number,
@@ -29,7 +29,7 @@ from sweep.rows import (
     point_text,
     study_shape,
 )
-from sweep.store import EmptyStore, Store, slug
+from sweep.results.store import EmptyStore, Store, slug
 
 PROJECTION_STEPS = 10_000
 CORE_AXES = ("cores", "threads")

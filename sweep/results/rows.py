@@ -9,7 +9,8 @@ import json
 import math
 import re
 
-from sweep.store import Store
+from sweep.results.store import Store
+from trainables.config import format_assignments
 
 LOG_SPAN = 8  # an axis spanning 8x or more (three doublings) reads better on a log scale
 MAX_VALUE_TICKS = 12  # up to this many measured values, each is a tick
@@ -50,7 +51,7 @@ def is_number(value) -> bool:
 
 
 def point_text(row: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in row["_point"].items()) or "baseline"
+    return format_assignments(row["_point"]) or "baseline"
 
 
 def study_axes(rows: list[dict]) -> tuple[list[str], list[str]]:

@@ -10,7 +10,6 @@ that the `*.parquet` glob would read. Only the driver writes here; workers never
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from pathlib import Path
@@ -18,6 +17,8 @@ from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from hwctl.files import atomic_path
 
 SCHEMA_VERSION = 1
 PARTITIONS = ("sweep", "host")
@@ -67,17 +68,9 @@ class Store:
         folder.mkdir(parents=True, exist_ok=True)
         data = {k: v for k, v in row.items() if k not in PARTITIONS} | {"schema_version": SCHEMA_VERSION}
         name = f"{slug(row['study'])[:60]}-{row['config_key']}-{uuid.uuid4().hex[:8]}.parquet"
-        final, tmp = folder / name, folder / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            pq.write_table(row_table(data), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a power cut
-        finally:
-            os.close(dir_fd)
+        final = folder / name
+        with atomic_path(final, durable=True) as tmp:
+            pq.write_table(row_table(data), tmp)
         return final
 
     def files(self) -> list[Path]:

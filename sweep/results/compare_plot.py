@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.rows import is_number, log_if_wide, point_text, study_shape
+from sweep.results.rows import is_number, log_if_wide, point_text, study_shape
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DASHES = ("-", "--", ":", "-.")

@@ -27,9 +27,9 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.rows import clean_row, is_number, is_positive, latest_sweep, md_table, ms, plan_order, point_text
-from sweep.store import EmptyStore, Store, slug
-from sweep.summary import format_table
+from sweep.results.rows import clean_row, is_number, is_positive, latest_sweep, md_table, ms, plan_order, point_text
+from sweep.results.store import EmptyStore, Store, slug
+from sweep.results.tables import format_table
 
 GROUP_BY = ("host", "node")
 NO_IP = "IP not recorded"
@@ -277,7 +277,7 @@ def compare_text(c: Comparison) -> str:
 
 def compare_markdown(c: Comparison, out: Path, level: int = 2) -> str:
     """The Markdown section (tables and plot links); writes one compare-<study>.png per compared study into out."""
-    from sweep.compare_plot import plot_across
+    from sweep.results.compare_plot import plot_across
 
     out.mkdir(parents=True, exist_ok=True)
     sub = "#" * (level + 1)

@@ -1,12 +1,12 @@
-"""Plain-text tables for the terminal: a plan's trials, query results, and the per-study summary."""
+"""Plain-text tables for the terminal: query results and the per-study summary."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from sweep.plan import Plan
-from sweep.store import Store
+from sweep.results.store import Store
+from trainables.config import format_assignments
 
 
 def format_table(columns: list[str], rows: list[tuple]) -> str:
@@ -25,24 +25,6 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def plan_table(plan: Plan) -> str:
-    rows = [
-        (i + 1, t.study, " ".join(f"{k}={v}" for k, v in t.point.items()), t.config_key, t.unsupported or "")
-        for i, t in enumerate(plan.trials)
-    ]
-    header = (
-        f"plan {plan.name} ({plan.source}): {len(plan.trials)} trials in {len({t.study for t in plan.trials})} studies"
-    )
-    text = header + "\n" + format_table(["#", "study", "point", "config_key", "unsupported"], rows)
-    return text + skipped_text(plan)
-
-
-def skipped_text(plan: Plan) -> str:
-    if not plan.skipped:
-        return ""
-    return "\nskipped on this machine (skip_unsupported):\n" + "\n".join(f"  - {s}" for s in plan.skipped)
-
-
 def study_summary(store: Store, sweep_id: str) -> str:
     """Per study: each value of its axis against median step time and tokens/s, and the ratio to the first value."""
     rows = store.rows(sweep_id)
@@ -58,7 +40,7 @@ def study_summary(store: Store, sweep_id: str) -> str:
         table = []
         first = None
         for row in study_rows:
-            point = " ".join(f"{k}={v}" for k, v in json.loads(row.get("point") or "{}").items())
+            point = format_assignments(json.loads(row.get("point") or "{}"))
             median = row.get("step_time_median_s")
             ok = row.get("status") == "ok" and median is not None
             if ok and first is None:
