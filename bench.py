@@ -20,43 +20,16 @@ import duckdb
 
 from sweep.plan import PlanError
 from sweep.results.store import DEFAULT_RESULT_DIR
+from trainables.columns import COLUMNS, KINDS, columns_markdown, summary_columns
 from trainables.config import ConfigError, build_config, parse_assignments
-
-SUMMARY_FIELDS = (
-    ("status", "{}"),
-    ("error", "{}"),
-    ("config_key", "{}"),
-    ("params", "{:,}"),
-    ("threads", "{}"),
-    ("affinity", "{}"),
-    ("step_time_median_s", "{:.4f} s"),
-    ("step_time_cv", "{:.1%}"),
-    ("forward_s", "{:.4f} s"),
-    ("backward_s", "{:.4f} s"),
-    ("optimizer_s", "{:.4f} s"),
-    ("time_to_first_step_s", "{:.3f} s"),
-    ("compile_s", "{:.3f} s"),
-    ("startup_s", "{:.3f} s"),
-    ("tokens_per_s", "{:,.0f}"),
-    ("flops_per_step", "{:.3e}"),
-    ("achieved_gflops", "{:.1f}"),
-    ("peak_gflops_fp32", "{:.1f}"),
-    ("mfu", "{:.1%}"),
-    ("peak_rss_mb", "{:.0f} MB"),
-    ("loss_first", "{:.3f}"),
-    ("loss_last", "{:.3f}"),
-    ("projected_10k_steps_s", "{:,.0f} s"),
-    ("dataset_source", "{}"),
-    ("model_dir", "{}"),
-)
 
 
 def print_summary(row: dict) -> None:
-    for key, fmt in SUMMARY_FIELDS:
-        value = row.get(key)
+    for column in summary_columns():
+        value = row.get(column.name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        print(f"  {key:<22} {fmt.format(value)}")
+        print(f"  {column.name:<22} {column.summary.format(value)}")
     if row.get("stderr_tail"):
         print("  stderr (tail):")
         print("    " + row["stderr_tail"].strip().replace("\n", "\n    "))
@@ -99,10 +72,17 @@ def cmd_run(args) -> int:
             expand_here(document, source)
     started = time.perf_counter()
     sweep = run_sweep(
-        document, source, result_dir, resume=args.resume, resume_sweep=args.sweep, address=args.address,
-        nodes=args.nodes, record_unsupported=args.record_unsupported, dashboard_host=args.dashboard_host,
+        document,
+        source,
+        result_dir,
+        resume=args.resume,
+        resume_sweep=args.sweep,
+        address=args.address,
+        nodes=args.nodes,
+        record_unsupported=args.record_unsupported,
+        dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
-    )  # fmt: skip
+    )
     wall = time.perf_counter() - started
     print()
     print(study_summary(Store(result_dir), sweep.sweep_id))
@@ -186,6 +166,21 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_columns(args) -> int:
+    from sweep.results.tables import format_table
+
+    if args.markdown:
+        print(columns_markdown())
+        return 0
+    chosen = [c for c in COLUMNS.values() if args.kind in (None, c.kind)]
+    print(
+        format_table(
+            ["column", "kind", "type", "unit", "meaning"], [(c.name, c.kind, c.type, c.unit, c.meaning) for c in chosen]
+        )
+    )
+    return 0
+
+
 def cmd_hw(args) -> int:
     from hwctl.journal import restore_pending
 
@@ -205,12 +200,31 @@ def cmd_hw(args) -> int:
     return 0
 
 
+RECORD_UNSUPPORTED_HELP = "values this machine cannot honour become 'unsupported' rows"
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench.py",
         description="Measure CPU pre-training time of small transformer LMs. Without a command: run --plan quick.",
     )
+    # the options every command that reads or writes the store shares
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_trial_parser(commands)
+    add_plan_parser(commands)
+    add_run_parser(commands, store)
+    add_report_parser(commands, store)
+    add_compare_parser(commands, store)
+    add_autotune_parser(commands, store)
+    add_query_parser(commands, store)
+    add_columns_parser(commands)
+    add_hw_parser(commands)
+    return parser
+
+
+def add_trial_parser(commands) -> None:
     trial = commands.add_parser("trial", help="run one timed training trial in a fresh worker process (no Ray)")
     trial.add_argument(
         "assignments", nargs="*", metavar="key=value", help="config keys, e.g. width=512 attention=local"
@@ -218,22 +232,24 @@ def make_parser() -> argparse.ArgumentParser:
     trial.add_argument("--json", action="store_true", help="print the result row as one JSON object")
     trial.set_defaults(func=cmd_trial)
 
+
+def add_plan_parser(commands) -> None:
     plan = commands.add_parser("plan", help="expand and validate a plan without running it; print its trials")
     plan.add_argument("plan", help="a shipped plan name (smoke, quick, full) or a YAML path")
-    plan.add_argument(
-        "--record-unsupported", action="store_true", help="values this machine cannot honour become 'unsupported' rows"
-    )
+    plan.add_argument("--record-unsupported", action="store_true", help=RECORD_UNSUPPORTED_HELP)
     plan.set_defaults(func=cmd_plan)
 
-    run = commands.add_parser("run", help="run a plan as a Ray Tune sweep; rows go to the Parquet store")
+
+def add_run_parser(commands, store) -> None:
+    run = commands.add_parser(
+        "run", parents=[store], help="run a plan as a Ray Tune sweep; rows go to the Parquet store"
+    )
     run.add_argument("--plan", default="quick", help="plan name or YAML path (default: quick)")
     run.add_argument(
         "--resume", action="store_true", help="continue an interrupted sweep (the newest unfinished one, or --sweep)"
     )
     run.add_argument("--sweep", help="with --resume: the sweep id to continue")
-    run.add_argument(
-        "--record-unsupported", action="store_true", help="values this machine cannot honour become 'unsupported' rows"
-    )
+    run.add_argument("--record-unsupported", action="store_true", help=RECORD_UNSUPPORTED_HELP)
     run.add_argument(
         "--address", help="run on an existing Ray cluster (auto or HOST:PORT) instead of starting one on this machine"
     )
@@ -246,17 +262,22 @@ def make_parser() -> argparse.ArgumentParser:
         "--dashboard-host", default="127.0.0.1", help="address the Ray dashboard listens on (default 127.0.0.1)"
     )
     run.add_argument("--dashboard-port", type=int, default=8265)
-    run.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     run.set_defaults(func=cmd_run)
 
-    report = commands.add_parser("report", help="write result/report/<sweep>/index.md with plots, fits and projections")
+
+def add_report_parser(commands, store) -> None:
+    report = commands.add_parser(
+        "report", parents=[store], help="write result/report/<sweep>/index.md with plots, fits and projections"
+    )
     report.add_argument("--sweep", help="the sweep id (default: the most recent)")
     report.add_argument("--tokens", type=float, help="also project the time to train on this many tokens, e.g. 1e9")
-    report.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     report.set_defaults(func=cmd_report)
 
+
+def add_compare_parser(commands, store) -> None:
     compare = commands.add_parser(
         "compare",
+        parents=[store],
         help="the same configs on several hosts side by side: step time, tokens/s, speed-up vs a reference host, "
         "the recorded hardware; writes compare.md and one plot per study",
     )
@@ -274,7 +295,6 @@ def make_parser() -> argparse.ArgumentParser:
         help="one sweep id, or 'latest' (default: every sweep in the store; a config_key is the same config in any "
         "sweep, and each cell is the median over that host's rows, with their count)",
     )
-    compare.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     compare.add_argument(
         "--format",
         choices=("table", "csv", "json"),
@@ -285,28 +305,43 @@ def make_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="folder for compare.md and the PNGs (default: <result-dir>/report/compare)")
     compare.set_defaults(func=cmd_compare)
 
-    tune_cmd = commands.add_parser(
-        "autotune", help="find the fastest settings (threads, pinning, allocator, ...) for one model config"
+
+def add_autotune_parser(commands, store) -> None:
+    autotune = commands.add_parser(
+        "autotune",
+        parents=[store],
+        help="find the fastest settings (threads, pinning, allocator, ...) for one model config",
     )
-    tune_cmd.add_argument(
-        "assignments", nargs="*", metavar="key=value", help="the model config, e.g. width=512 depth=6"
-    )
-    tune_cmd.add_argument("--trials", type=int, default=12, help="settings Optuna (TPE) tries (default 12)")
-    tune_cmd.add_argument(
+    autotune.add_argument("assignments", nargs="*", metavar="key=value", help="the model config, e.g. width=512")
+    autotune.add_argument("--trials", type=int, default=12, help="settings Optuna (TPE) tries (default 12)")
+    autotune.add_argument(
         "--ab-rounds", type=int, default=2, help="A/B re-measurement rounds of best vs default (default 2)"
     )
-    tune_cmd.add_argument(
+    autotune.add_argument(
         "--no-compile", dest="compile", action="store_false", help="leave torch.compile out of the search"
     )
-    tune_cmd.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
-    tune_cmd.set_defaults(func=cmd_autotune)
+    autotune.set_defaults(func=cmd_autotune)
 
-    query = commands.add_parser("query", help="run DuckDB SQL over the store (the view is called trials)")
+
+def add_query_parser(commands, store) -> None:
+    query = commands.add_parser(
+        "query", parents=[store], help="run DuckDB SQL over the store (the view is called trials)"
+    )
     query.add_argument("sql", help='e.g. "SELECT study, width, step_time_median_s FROM trials ORDER BY 1"')
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    query.add_argument("--result-dir", default=str(DEFAULT_RESULT_DIR), help="the store (default: result/)")
     query.set_defaults(func=cmd_query)
 
+
+def add_columns_parser(commands) -> None:
+    columns = commands.add_parser(
+        "columns", help="list every result column: its kind (config, metric, recorded, run), type, unit and meaning"
+    )
+    columns.add_argument("--kind", choices=KINDS, help="only this kind")
+    columns.add_argument("--markdown", action="store_true", help="the README's Markdown tables")
+    columns.set_defaults(func=cmd_columns)
+
+
+def add_hw_parser(commands) -> None:
     hw = commands.add_parser(
         "hw", help="print this node's hardware fingerprint and measured peaks; 'hw restore' undoes left-over settings"
     )
@@ -316,7 +351,6 @@ def make_parser() -> argparse.ArgumentParser:
         "--no-peaks", dest="peaks", action="store_false", help="skip the (cached) bandwidth and matmul peaks"
     )
     hw.set_defaults(func=cmd_hw)
-    return parser
 
 
 def _terminate(signum, frame):

@@ -24,9 +24,18 @@ from hwctl.cores import SYSFS_ROOT, parse_cpu_list, read_topology
 
 PROC_ROOT = Path("/proc")
 ISA_FLAGS_X86 = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
-)  # fmt: skip
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 # aarch64 lists its features in the "Features" line: NEON, SVE, bf16 and int8 matmul
 ISA_FLAGS_ARM = ("asimd", "sve", "sve2", "bf16", "i8mm")
 ISA_FLAGS = ISA_FLAGS_X86 + ISA_FLAGS_ARM
@@ -169,9 +178,15 @@ def read_cpufreq(sysfs_root: Path) -> dict:
     dirs = sorted(base.glob("policy[0-9]*"), key=lambda p: int(p.name[6:]))
     if not dirs:
         return {"available": False, "reason": f"no cpufreq policy in {base}"}
-    files = {"driver": "scaling_driver", "governor": "scaling_governor", "cpuinfo_min_khz": "cpuinfo_min_freq",
-             "cpuinfo_max_khz": "cpuinfo_max_freq", "scaling_min_khz": "scaling_min_freq",
-             "scaling_max_khz": "scaling_max_freq", "base_khz": "base_frequency"}  # fmt: skip
+    files = {
+        "driver": "scaling_driver",
+        "governor": "scaling_governor",
+        "cpuinfo_min_khz": "cpuinfo_min_freq",
+        "cpuinfo_max_khz": "cpuinfo_max_freq",
+        "scaling_min_khz": "scaling_min_freq",
+        "scaling_max_khz": "scaling_max_freq",
+        "base_khz": "base_frequency",
+    }
     policies = []
     for d in dirs:
         policy = {"policy": d.name, "cpus": _read(d / "related_cpus") or _read(d / "affected_cpus")}
@@ -222,8 +237,9 @@ def read_rapl(sysfs_root: Path) -> dict:
     if not zones:
         return {"available": False, "reason": f"no intel-rapl zone in {base}", "domains": []}
     # energy_uj is root-only on kernels since 5.10 (a side channel): readable is what matters
-    domains = [{"zone": z.name, "name": _read(z / "name"), "readable": _read_int(z / "energy_uj") is not None}
-               for z in zones]  # fmt: skip
+    domains = [
+        {"zone": z.name, "name": _read(z / "name"), "readable": _read_int(z / "energy_uj") is not None} for z in zones
+    ]
     result = {"available": any(d["readable"] for d in domains), "domains": domains}
     if not result["available"]:
         result["reason"] = f"energy_uj not readable in {base}/intel-rapl:* (root needed?)"
@@ -256,8 +272,14 @@ def _py_cpuinfo() -> dict:
     except ImportError:
         return {}
     info = cpuinfo.get_cpu_info()  # ~1 s: it runs CPUID in a child interpreter
-    names = {"brand": "brand_raw", "vendor": "vendor_id_raw", "family": "family", "model_number": "model",
-             "stepping": "stepping", "version": "cpuinfo_version_string"}  # fmt: skip
+    names = {
+        "brand": "brand_raw",
+        "vendor": "vendor_id_raw",
+        "family": "family",
+        "model_number": "model",
+        "stepping": "stepping",
+        "version": "cpuinfo_version_string",
+    }
     return {key: info.get(name) for key, name in names.items()} | {
         "advertised_hz": (info.get("hz_advertised") or [None])[0]
     }
@@ -284,7 +306,16 @@ def _software_probes() -> dict:
         probes["torch_mkldnn"] = torch.backends.mkldnn.is_available()
         probes["torch_threads"] = torch.get_num_threads()
     pools = threadpoolctl.threadpool_info()
-    keep = ("user_api", "internal_api", "prefix", "version", "num_threads", "threading_layer", "architecture", "filepath")  # fmt: skip
+    keep = (
+        "user_api",
+        "internal_api",
+        "prefix",
+        "version",
+        "num_threads",
+        "threading_layer",
+        "architecture",
+        "filepath",
+    )
     probes["threadpools"] = [{k: p.get(k) for k in keep} for p in pools]
     probes["blas"] = blas_libraries(pools)
     return probes

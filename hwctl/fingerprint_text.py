@@ -44,25 +44,41 @@ def _sections(fp: dict):
     yield "host", [f"{fp['host']}  fingerprint {fp.get('fingerprint_id') or fingerprint_id(fp)}"]
     yield "cpu", [_cpu_line(cpu)]
     smt = f"SMT {topo['threads_per_core']} thread(s)/core" + (", SMT off" if topo["smt_active"] is False else "")
-    yield "topology", [f"{topo['sockets']} socket(s), {topo['physical_cores']} physical cores, "
-                       f"{topo['logical_cores']} logical CPUs ({topo['cpus']}), {smt}"]  # fmt: skip
-    # fmt: off
-    nodes = [f"node{n['node']}: cpus {n['cpus']}, " + (f"{n['memory_kb'] / 2**20:.1f} GiB" if n["memory_kb"] else "memory ?")
-             for n in numa["nodes"]]
+    yield (
+        "topology",
+        [
+            f"{topo['sockets']} socket(s), {topo['physical_cores']} physical cores, "
+            f"{topo['logical_cores']} logical CPUs ({topo['cpus']}), {smt}"
+        ],
+    )
+    nodes = [
+        f"node{n['node']}: cpus {n['cpus']}, " + (f"{n['memory_kb'] / 2**20:.1f} GiB" if n["memory_kb"] else "memory ?")
+        for n in numa["nodes"]
+    ]
     yield "numa", nodes or [_state(numa, "")]
-    yield "caches", [_cache_line(name, c) for name, c in fp["caches"].items()] or ["unavailable: no cache/index* in sysfs"]
+    yield (
+        "caches",
+        [_cache_line(name, c) for name, c in fp["caches"].items()] or ["unavailable: no cache/index* in sysfs"],
+    )
     yield "isa", [" ".join(cpu["isa"]) or "none of the listed", "missing: " + (" ".join(cpu["isa_missing"]) or "none")]
     yield "memory", [f"{fp['memory']['total_gib']} GiB total"]
     yield "kernel", [fp["kernel"]]
     f = fp["cpufreq"]
-    yield "cpufreq", [_state(f, f"driver {f.get('driver')}, governor {f.get('governor')}, {_ghz(f.get('min_khz'))} .. "
-                                f"{_ghz(f.get('max_khz'))} (base {_ghz(f.get('base_khz'))}), scaling limits "
-                                f"{_ghz(f.get('scaling_min_khz'))} .. {_ghz(f.get('scaling_max_khz'))}, "
-                                f"{len(f.get('policies', []))} policies")]
+    yield (
+        "cpufreq",
+        [
+            _state(
+                f,
+                f"driver {f.get('driver')}, governor {f.get('governor')}, {_ghz(f.get('min_khz'))} .. "
+                f"{_ghz(f.get('max_khz'))} (base {_ghz(f.get('base_khz'))}), scaling limits "
+                f"{_ghz(f.get('scaling_min_khz'))} .. {_ghz(f.get('scaling_max_khz'))}, "
+                f"{len(f.get('policies', []))} policies",
+            )
+        ],
+    )
     yield "turbo", [_state(turbo, f"{'on' if turbo['enabled'] else 'off'} ({turbo.get('control')})")]
     domains = ", ".join(d["name"] or d["zone"] for d in rapl["domains"] if d["readable"])
     yield "rapl", [_state(rapl, f"readable: {domains}")]
-    # fmt: on
     torch_line = "not installed"
     if sw["torch"]:
         torch_line = f"{sw['torch']}, cpu capability {sw.get('torch_cpu_capability')}, BLAS {sw.get('torch_blas')}"

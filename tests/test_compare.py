@@ -10,17 +10,64 @@ from sweep.results.compare import CompareError, build_comparison, compare_text, 
 from sweep.results.store import EmptyStore, Store
 from tests.conftest import REPO_ROOT
 
-AMX = dict(host="alpha", node="10.0.0.1", hw_cpu_model="Xeon 8480+", hw_logical_cores=8, hw_physical_cores=4,
-           hw_sockets=1, hw_numa_nodes=1, hw_smt=2, hw_isa="avx2,fma,avx512f,avx512_bf16,amx_tile,amx_bf16",
-           hw_l1d_kb=48, hw_l2_kb=2048, hw_l3_kb=107520, hw_memory_gb=31.2, hw_mem_bw_gbs=95.25,
-           hw_peak_gflops_fp32=1830.0, hw_kernel="6.8.0", sw_torch="2.5.1+cpu", sw_blas="mkl")  # fmt: skip
-EPYC = dict(host="twin", node="10.0.0.2", hw_cpu_model="EPYC 9654", hw_logical_cores=16, hw_physical_cores=16,
-            hw_sockets=2, hw_numa_nodes=2, hw_smt=1, hw_isa="avx2,fma,avx512f,avx512_bf16", hw_l1d_kb=32,
-            hw_l2_kb=1024, hw_l3_kb=32768, hw_memory_gb=62.5, hw_mem_bw_gbs=180.0, hw_peak_gflops_fp32=2400.5,
-            hw_kernel="6.8.0", sw_torch="2.5.1+cpu", sw_blas="openblas")  # fmt: skip
-OLD = dict(host="twin", node="10.0.0.3", hw_cpu_model="Core i5-6500", hw_logical_cores=4, hw_physical_cores=4,
-           hw_sockets=1, hw_numa_nodes=1, hw_smt=1, hw_isa="avx2,fma", hw_l1d_kb=32, hw_l2_kb=256, hw_l3_kb=6144,
-           hw_memory_gb=15.6, hw_kernel="5.15.0", sw_torch="2.5.1+cpu", sw_blas="openblas")  # fmt: skip
+AMX = dict(
+    host="alpha",
+    node="10.0.0.1",
+    hw_cpu_model="Xeon 8480+",
+    hw_logical_cores=8,
+    hw_physical_cores=4,
+    hw_sockets=1,
+    hw_numa_nodes=1,
+    hw_smt=2,
+    hw_isa="avx2,fma,avx512f,avx512_bf16,amx_tile,amx_bf16",
+    hw_l1d_kb=48,
+    hw_l2_kb=2048,
+    hw_l3_kb=107520,
+    hw_memory_gb=31.2,
+    hw_mem_bw_gbs=95.25,
+    hw_peak_gflops_fp32=1830.0,
+    hw_kernel="6.8.0",
+    sw_torch="2.5.1+cpu",
+    sw_blas="mkl",
+)
+EPYC = dict(
+    host="twin",
+    node="10.0.0.2",
+    hw_cpu_model="EPYC 9654",
+    hw_logical_cores=16,
+    hw_physical_cores=16,
+    hw_sockets=2,
+    hw_numa_nodes=2,
+    hw_smt=1,
+    hw_isa="avx2,fma,avx512f,avx512_bf16",
+    hw_l1d_kb=32,
+    hw_l2_kb=1024,
+    hw_l3_kb=32768,
+    hw_memory_gb=62.5,
+    hw_mem_bw_gbs=180.0,
+    hw_peak_gflops_fp32=2400.5,
+    hw_kernel="6.8.0",
+    sw_torch="2.5.1+cpu",
+    sw_blas="openblas",
+)
+OLD = dict(
+    host="twin",
+    node="10.0.0.3",
+    hw_cpu_model="Core i5-6500",
+    hw_logical_cores=4,
+    hw_physical_cores=4,
+    hw_sockets=1,
+    hw_numa_nodes=1,
+    hw_smt=1,
+    hw_isa="avx2,fma",
+    hw_l1d_kb=32,
+    hw_l2_kb=256,
+    hw_l3_kb=6144,
+    hw_memory_gb=15.6,
+    hw_kernel="5.15.0",
+    sw_torch="2.5.1+cpu",
+    sw_blas="openblas",
+)
 
 # OLD's rows predate the measured bandwidth and peak columns
 # step times (s): alpha repeats width=256 three times (median 0.22); twin 10.0.0.3 has no width=512 (it failed)
@@ -35,8 +82,22 @@ def row(node: dict, study: str, point: dict, median: float | None, sweep="s-mult
     key = study + "-" + "-".join(f"{k}{v}" for k, v in point.items())
     metrics = {"step_time_median_s": median, "tokens_per_s": 256 / median} if status == "ok" else {}
     when = "2025-01-01T00:00:00+00:00" if sweep == "s-old" else "2025-02-01T00:00:00+00:00"
-    return {"sweep": sweep, "recorded_at": when, "plan": "quick", "study": study, "config_key": key, "point": json.dumps(point),
-            "phase": "grid", "status": status, "error": None if status == "ok" else "worker killed"} | node | metrics | extra  # fmt: skip
+    return (
+        {
+            "sweep": sweep,
+            "recorded_at": when,
+            "plan": "quick",
+            "study": study,
+            "config_key": key,
+            "point": json.dumps(point),
+            "phase": "grid",
+            "status": status,
+            "error": None if status == "ok" else "worker killed",
+        }
+        | node
+        | metrics
+        | extra
+    )
 
 
 @pytest.fixture

@@ -20,13 +20,34 @@ from hwctl.fingerprint import (
 from hwctl.fingerprint_text import format_fingerprint
 
 OLD_COLUMNS = (
-    "host", "hw_cpu_vendor", "hw_cpu_model", "hw_arch", "hw_logical_cores", "hw_physical_cores", "hw_sockets",
-    "hw_isa", "hw_kernel", "sw_python", "sw_torch", "sw_numpy", "sw_ray",
-)  # fmt: skip
+    "host",
+    "hw_cpu_vendor",
+    "hw_cpu_model",
+    "hw_arch",
+    "hw_logical_cores",
+    "hw_physical_cores",
+    "hw_sockets",
+    "hw_isa",
+    "hw_kernel",
+    "sw_python",
+    "sw_torch",
+    "sw_numpy",
+    "sw_ray",
+)
 NEW_COLUMNS = (
-    "hw_smt", "hw_numa_nodes", "hw_l1d_kb", "hw_l2_kb", "hw_l3_kb", "hw_memory_gb", "hw_cpufreq_driver",
-    "hw_governor", "hw_turbo", "hw_rapl", "sw_blas", "hw_fingerprint_id",
-)  # fmt: skip
+    "hw_smt",
+    "hw_numa_nodes",
+    "hw_l1d_kb",
+    "hw_l2_kb",
+    "hw_l3_kb",
+    "hw_memory_gb",
+    "hw_cpufreq_driver",
+    "hw_governor",
+    "hw_turbo",
+    "hw_rapl",
+    "sw_blas",
+    "hw_fingerprint_id",
+)
 
 
 # ---- this machine -----------------------------------------------------------------------------
@@ -123,17 +144,27 @@ def two_sockets(tmp_path) -> tuple[Path, Path]:
                 cpu = _cpu_id(socket, core, thread)
                 _write(cpu_dir / f"cpu{cpu}/topology/physical_package_id", str(socket))
                 _write(cpu_dir / f"cpu{cpu}/topology/core_id", str(core))
-                caches = [(1, "Data", "48K", siblings), (1, "Instruction", "32K", siblings),
-                          (2, "Unified", "2048K", siblings), (3, "Unified", "32768K", SOCKET_CPUS[socket])]  # fmt: skip
+                caches = [
+                    (1, "Data", "48K", siblings),
+                    (1, "Instruction", "32K", siblings),
+                    (2, "Unified", "2048K", siblings),
+                    (3, "Unified", "32768K", SOCKET_CPUS[socket]),
+                ]
                 for index, (level, kind, size, shared) in enumerate(caches):
                     base = cpu_dir / f"cpu{cpu}/cache/index{index}"
                     for name, value in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
                         _write(base / name, str(value))
                 policy = cpu_dir / f"cpufreq/policy{cpu}"
-                for name, value in (("related_cpus", cpu), ("scaling_driver", "intel_pstate"),
-                                    ("scaling_governor", "powersave"), ("cpuinfo_min_freq", 800000),
-                                    ("cpuinfo_max_freq", 3800000), ("scaling_min_freq", 800000),
-                                    ("scaling_max_freq", 3800000), ("base_frequency", 2100000)):  # fmt: skip
+                for name, value in (
+                    ("related_cpus", cpu),
+                    ("scaling_driver", "intel_pstate"),
+                    ("scaling_governor", "powersave"),
+                    ("cpuinfo_min_freq", 800000),
+                    ("cpuinfo_max_freq", 3800000),
+                    ("scaling_min_freq", 800000),
+                    ("scaling_max_freq", 3800000),
+                    ("base_frequency", 2100000),
+                ):
                     _write(policy / name, str(value))
     _write(cpu_dir / "intel_pstate/no_turbo", "0")
     for node in (0, 1):
@@ -143,8 +174,11 @@ def two_sockets(tmp_path) -> tuple[Path, Path]:
     _write(sysfs / "class/powercap/intel-rapl:0/energy_uj", "123456")
     _write(sysfs / "class/powercap/intel-rapl:1/name", "package-1")
     (sysfs / "class/powercap/intel-rapl:1/energy_uj").mkdir()  # reading it fails, as a root-only file does
-    _write(proc / "cpuinfo", "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Simulated Xeon\n"
-                             "flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1")  # fmt: skip
+    _write(
+        proc / "cpuinfo",
+        "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Simulated Xeon\n"
+        "flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1",
+    )
     _write(proc / "meminfo", "MemTotal:       67108864 kB\nMemFree:        1000 kB")
     return sysfs, proc
 
@@ -197,11 +231,23 @@ def test_simulated_row_columns(two_sockets):
     sysfs, proc = two_sockets
     row = host_fingerprint(sysfs, proc / "cpuinfo")
     expected = {
-        "hw_cpu_vendor": "GenuineIntel", "hw_cpu_model": "Simulated Xeon", "hw_sockets": 2, "hw_physical_cores": 4,
-        "hw_logical_cores": 8, "hw_smt": 2, "hw_numa_nodes": 2, "hw_l1d_kb": 48, "hw_l2_kb": 2048, "hw_l3_kb": 32768,
-        "hw_memory_gb": 64.0, "hw_cpufreq_driver": "intel_pstate", "hw_governor": "powersave", "hw_turbo": True,
-        "hw_rapl": True, "hw_isa": "avx2,fma,avx512f,avx512_bf16,amx_tile,amx_bf16",
-    }  # fmt: skip
+        "hw_cpu_vendor": "GenuineIntel",
+        "hw_cpu_model": "Simulated Xeon",
+        "hw_sockets": 2,
+        "hw_physical_cores": 4,
+        "hw_logical_cores": 8,
+        "hw_smt": 2,
+        "hw_numa_nodes": 2,
+        "hw_l1d_kb": 48,
+        "hw_l2_kb": 2048,
+        "hw_l3_kb": 32768,
+        "hw_memory_gb": 64.0,
+        "hw_cpufreq_driver": "intel_pstate",
+        "hw_governor": "powersave",
+        "hw_turbo": True,
+        "hw_rapl": True,
+        "hw_isa": "avx2,fma,avx512f,avx512_bf16,amx_tile,amx_bf16",
+    }
     assert {k: row[k] for k in expected} == expected
     assert row["hw_fingerprint_id"] == fingerprint_id(hardware_fingerprint(sysfs, proc))
 

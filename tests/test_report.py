@@ -11,23 +11,52 @@ SWEEP = "s-new"
 def ok_row(study: str, index: int, point: dict, median: float, *, phase="grid", cv=0.02, **extra) -> dict:
     """An ok row as the runner writes it: identity, plan bookkeeping and the metric columns."""
     return {
-        "sweep": SWEEP, "host": "node-a", "plan": "quick", "study": study, "config_key": f"{study}{index}",
-        "point": point, "phase": phase, "status": "ok", "error": None, "trial_index": index,
-        "recorded_at": f"2025-01-02T10:00:{index:02d}.000+00:00", "hw_cpu_model": "Test CPU 9000",
-        "step_time_median_s": median, "step_time_mean_s": median * 1.01, "step_time_std_s": median * cv,
-        "step_time_min_s": median * 0.9, "step_time_max_s": median * 1.2, "step_time_cv": cv,
-        "tokens_per_s": 256 / median, "forward_s": median * 0.3, "forward_std_s": median * 0.01,
-        "backward_s": median * 0.6, "backward_std_s": median * 0.02, "optimizer_s": median * 0.1,
-        "optimizer_std_s": median * 0.005, "loadavg_before": 0.1, "loadavg_after": 0.2,
+        "sweep": SWEEP,
+        "host": "node-a",
+        "plan": "quick",
+        "study": study,
+        "config_key": f"{study}{index}",
+        "point": point,
+        "phase": phase,
+        "status": "ok",
+        "error": None,
+        "trial_index": index,
+        "recorded_at": f"2025-01-02T10:00:{index:02d}.000+00:00",
+        "hw_cpu_model": "Test CPU 9000",
+        "step_time_median_s": median,
+        "step_time_mean_s": median * 1.01,
+        "step_time_std_s": median * cv,
+        "step_time_min_s": median * 0.9,
+        "step_time_max_s": median * 1.2,
+        "step_time_cv": cv,
+        "tokens_per_s": 256 / median,
+        "forward_s": median * 0.3,
+        "forward_std_s": median * 0.01,
+        "backward_s": median * 0.6,
+        "backward_std_s": median * 0.02,
+        "optimizer_s": median * 0.1,
+        "optimizer_std_s": median * 0.005,
+        "loadavg_before": 0.1,
+        "loadavg_after": 0.2,
         "projected_10k_steps_s": median * 10_000,
-    } | extra  # fmt: skip
+    } | extra
 
 
 def bad_row(study: str, index: int, point: dict, status: str, error: str) -> dict:
     """What a failed/timeout/unsupported trial leaves: no metric columns at all."""
-    return {"sweep": SWEEP, "host": "node-a", "plan": "quick", "study": study, "config_key": f"{study}{index}",
-            "point": point, "phase": "grid", "status": status, "error": error, "trial_index": index,
-            "recorded_at": f"2025-01-02T10:01:{index:02d}.000+00:00"}  # fmt: skip
+    return {
+        "sweep": SWEEP,
+        "host": "node-a",
+        "plan": "quick",
+        "study": study,
+        "config_key": f"{study}{index}",
+        "point": point,
+        "phase": "grid",
+        "status": status,
+        "error": error,
+        "trial_index": index,
+        "recorded_at": f"2025-01-02T10:01:{index:02d}.000+00:00",
+    }
 
 
 def width_time(width: int) -> float:
@@ -236,8 +265,12 @@ def test_multi_node_sweep_keeps_nodes_apart(tmp_path):
         assert f"![width on {host} ({ip})](width-{host}_{ip}.png)" in study
     assert "| 8192 | grid | failed |" in section(text, "## Study `width`: width on node-b (10.0.0.3)")
     pngs = sorted(p.name for p in index.parent.glob("*.png"))
-    assert pngs == ["compare-width.png", "width-node-a_10.0.0.1.png", "width-node-a_10.0.0.2.png",
-                    "width-node-b_10.0.0.3.png"]  # fmt: skip
+    assert pngs == [
+        "compare-width.png",
+        "width-node-a_10.0.0.1.png",
+        "width-node-a_10.0.0.2.png",
+        "width-node-b_10.0.0.3.png",
+    ]
     assert all((index.parent / p).stat().st_size > 5000 for p in pngs)
     assert "| width: width=128 on node-a (10.0.0.2) |" in section(text, "## Forward / backward / optimizer")
     failures = section(text, "## Trials that did not finish ok (2)")

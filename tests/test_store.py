@@ -14,8 +14,17 @@ from tests.conftest import REPO_ROOT
 
 
 def row(i: int, sweep: str = "s-1", **extra) -> dict:
-    return {"sweep": sweep, "host": "h1", "study": "width", "config_key": f"k{i}", "width": 64 * i, "status": "ok",
-            "mfu": 0.5 if i % 2 else None, "step_times_s": [0.1, 0.2], "env": {"OMP_NUM_THREADS": "2"}} | extra  # fmt: skip
+    return {
+        "sweep": sweep,
+        "host": "h1",
+        "study": "width",
+        "config_key": f"k{i}",
+        "width": 64 * i,
+        "status": "ok",
+        "mfu": 0.5 if i % 2 else None,
+        "step_times_s": [0.1, 0.2],
+        "env": {"OMP_NUM_THREADS": "2"},
+    } | extra
 
 
 def test_rows_are_queryable_with_their_partitions(tmp_path):

@@ -1,11 +1,324 @@
-"""The result row: its columns (one registry, below) and the columns every row starts with."""
+"""The result row: every column once (type, unit, kind, one-line meaning), and the columns every row starts with.
+
+In the manner of pyperf's `_metadata.py`: the worker's row, the store's Parquet types, `bench.py trial`'s
+summary, `bench.py compare`'s recorded-variables table, `bench.py columns` and the README's column tables all
+read this registry; a test fails when a row carries a column it lacks. Adding a metric is one entry here.
+
+Kinds:
+- config:   a key of the trial config (trainables/config.py), as resolved for the trial
+- metric:   measured by the trial, with its method recorded beside it where there is a choice of method
+- recorded: read, not set: the host, its hardware and software, the environment the worker ran in
+- run:      bookkeeping: which sweep, study and node, the status and timestamps
+"""
 
 from __future__ import annotations
 
 import socket
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 
-from trainables.config import TrialConfig
+from trainables.config import CHOICES, NOT_SUPPORTED_YET, TrialConfig, field_kind
+
+KINDS = ("config", "metric", "recorded", "run")
+TYPES = ("int", "float", "str", "bool", "float_list", "json")  # json: a JSON object stored as text
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    kind: str
+    meaning: str
+    unit: str = ""
+    summary: str | None = None  # format of the value in `bench.py trial`'s summary; None: not shown there
+    compare: str | None = None  # its label in `bench.py compare`'s recorded table; None: not shown there
+
+
+def _config(name: str, meaning: str, unit: str = "", summary: str | None = None) -> Column:
+    return Column(name, field_kind(name), "config", meaning, unit, summary)
+
+
+def _metric(name: str, type_: str, meaning: str, unit: str = "", summary: str | None = None) -> Column:
+    return Column(name, type_, "metric", meaning, unit, summary)
+
+
+def _recorded(
+    name: str, type_: str, meaning: str, unit: str = "", compare: str | None = None, summary: str | None = None
+) -> Column:
+    return Column(name, type_, "recorded", meaning, unit, summary, compare)
+
+
+def _run(name: str, type_: str, meaning: str, unit: str = "", summary: str | None = None) -> Column:
+    return Column(name, type_, "run", meaning, unit, summary)
+
+
+_STEP_STATS = {"median": "median", "mean": "mean", "std": "standard deviation", "min": "fastest", "max": "slowest"}
+_PHASES = {
+    "forward": "forward pass (loss included)",
+    "backward": "backward pass",
+    "optimizer": "optimizer update and zeroing of gradients",
+}
+
+CONFIG_COLUMNS = [
+    _config("framework", "the training framework"),
+    _config("depth", "transformer layers"),
+    _config("width", "hidden size d_model"),
+    _config("heads", "query heads"),
+    _config("head_dim", "per-head dim; attention inner dim = heads × head_dim may differ from width"),
+    _config("kv_heads", "key/value heads (GQA; 1 = MQA), must divide heads"),
+    _config("mlp_ratio", "MLP hidden = mlp_ratio × width"),
+    _config("dropout", "dropout probability"),
+    _config("activation", "MLP activation"),
+    _config(
+        "attention",
+        "full (causal), local (causal blocks of `window` tokens), sliding (each token sees the last `window`)",
+    ),
+    _config("window", "window of local/sliding attention", "tokens"),
+    _config("attn_backend", "manual (matmul + softmax) or sdpa (`scaled_dot_product_attention`)"),
+    _config("vocab_size", "vocabulary of the tokenizer trained on the corpus", "tokens"),
+    _config("seq_len", "tokens per sequence", "tokens"),
+    _config("batch_size", "sequences per micro-batch"),
+    _config("grad_accum", "micro-batches per optimizer step"),
+    _config("precision", "fp32, bf16 (weights and compute), mixed (bf16 autocast, fp32 master weights)"),
+    _config("compile", "eager or inductor (`torch.compile`)"),
+    _config("learning_rate", "AdamW learning rate"),
+    _config("seed", "seed of the initial weights and of batch sampling"),
+    _config("dataset", "Hugging Face dataset name or a local .txt/.json/.jsonl/.parquet/.csv file"),
+    _config("threads", "intra-op/OpenMP threads (= cores given to the trial); auto: all cores", summary="{}"),
+    _config("interop_threads", "PyTorch inter-op threads"),
+    _config(
+        "pinning",
+        "none, compact (physical cores of one socket first, SMT siblings last), spread (round-robin over sockets)",
+    ),
+    _config("allocator", "default (glibc), jemalloc, tcmalloc (LD_PRELOAD; `unsupported` if not installed)"),
+    _config("cores", "how many cores the trial gets; auto: threads when pinned, all when pinning=none"),
+    _config("core_list", "explicit CPU ids (`0,2`, `0-3`), overriding the pinning order"),
+    _config("freq_ghz", "pin scaling_min = scaling_max frequency (needs root and cpufreq); auto: leave as is", "GHz"),
+    _config("governor", "cpufreq governor to set (needs root and cpufreq); auto: leave as is"),
+    _config("turbo", "turbo/boost on or off (needs root and cpufreq); auto: leave as is"),
+    _config(
+        "isa",
+        "cap the vector ISA the libraries may use (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS)",
+    ),
+    _config("warmup_steps", "steps run after the cold first step and before measuring; auto: 2 eager, 3 compiled"),
+    _config("measure_steps", "measured steps (at most)"),
+    _config("measure_seconds", "measuring also stops here, after at least 3 steps", "s"),
+    _config("timeout_s", "the trial is killed past this wall time", "s"),
+    _config("memory_cap_mb", "the trial is killed past this resident memory; auto: 90% of the node's", "MB"),
+    _config("save_model", "write output/<config_key>/model.safetensors and config.json"),
+]
+
+METRIC_COLUMNS = [
+    _metric("params", "int", "parameter count (tied embeddings counted once)", summary="{:,}"),
+    *(
+        _metric(
+            f"step_time_{stat}_s",
+            "float",
+            f"{meaning} optimizer-step time over the measured steps after warm-up",
+            "s",
+            "{:.4f} s" if stat == "median" else None,
+        )
+        for stat, meaning in _STEP_STATS.items()
+    ),
+    _metric("step_time_cv", "float", "step_time_std_s / step_time_mean_s", summary="{:.1%}"),
+    _metric("step_times_s", "float_list", "every measured step's time", "s"),
+    *(
+        _metric(f"{phase}_s", "float", f"mean per step of the {meaning}", "s", "{:.4f} s")
+        for phase, meaning in _PHASES.items()
+    ),
+    *(
+        _metric(f"{phase}_std_s", "float", f"standard deviation per step of the {phase} phase", "s")
+        for phase in _PHASES
+    ),
+    _metric(
+        "phase_split",
+        "str",
+        "whether forward_s, backward_s and optimizer_s were timed apart, or why they are None (a fused step)",
+    ),
+    _metric("time_to_first_step_s", "float", "the cold first step", "s", "{:.3f} s"),
+    _metric(
+        "compile_s",
+        "float",
+        "first step − warm median: Inductor's compile time, or eager's cold start",
+        "s",
+        "{:.3f} s",
+    ),
+    _metric("warmup_steps_run", "int", "warm-up steps run"),
+    _metric("measure_steps_run", "int", "measured steps run"),
+    _metric("measured_region_s", "float", "sum of the measured steps", "s"),
+    _metric("timed_region_s", "float", "sum of the cold, warm-up and measured steps", "s"),
+    _metric("timing_method", "str", "how the steps were timed"),
+    _metric("tokens_per_s", "float", "batch_size × seq_len × grad_accum / median step time", "tokens/s", "{:,.0f}"),
+    _metric("flops_per_step", "int", "analytic matmul FLOPs of one optimizer step (forward × 3)", "FLOP", "{:.3e}"),
+    _metric("flops_method", "str", "how flops_per_step was counted"),
+    _metric("achieved_gflops", "float", "flops_per_step / median step time", "GFLOP/s", "{:.1f}"),
+    _metric("mfu", "float", "achieved_gflops / peak_gflops_fp32", summary="{:.1%}"),
+    _metric(
+        "peak_gflops_fp32",
+        "float",
+        "fp32 matmul peak measured with the trial's threads and pinning (cached in data/hw/)",
+        "GFLOP/s",
+        "{:.1f}",
+    ),
+    _metric("peak_method", "str", "how the peak was measured"),
+    _metric("peak_cached", "bool", "the peak came from the cache in data/hw/"),
+    _metric("peak_rss_mb", "float", "ru_maxrss of the worker after training", "MB", "{:.0f} MB"),
+    _metric("loss_first", "float", "loss of the cold first step", summary="{:.3f}"),
+    _metric("loss_last", "float", "loss of the last measured step", summary="{:.3f}"),
+    _metric("projected_10k_steps_s", "float", "10,000 × median step time", "s", "{:,.0f} s"),
+    _metric("energy_j", "float", "RAPL package energy over the measured steps; None where RAPL is unreadable", "J"),
+    _metric("energy_per_step_j", "float", "energy_j / measured steps", "J"),
+    _metric("energy_method", "str", "how energy was read, or why it is unavailable"),
+    _metric("effective_freq_ghz", "float", "mean scaling_cur_freq of the trial's CPUs while it ran", "GHz"),
+    _metric("effective_freq_method", "str", "how the frequency was sampled, or why it is unavailable"),
+    _metric("startup_s", "float", "worker spawn to the start of the first step", "s", "{:.3f} s"),
+    _metric("interpreter_start_s", "float", "worker spawn to the worker's first line", "s"),
+    _metric("import_s", "float", "importing the framework in the worker", "s"),
+    _metric("data_s", "float", "loading (or building) the token cache in the worker", "s"),
+    _metric("build_s", "float", "building the model, optimizer and batches", "s"),
+    _metric("data_build_s", "float", "tokenizer training and tokenization when the cache was built", "s"),
+    _metric("wall_s", "float", "the worker process's wall time, seen by the parent", "s"),
+    _metric("loadavg_before", "float", "1-minute load average before the worker starts: a busy machine shows here"),
+    _metric("loadavg_after", "float", "1-minute load average after the worker ends"),
+]
+
+RECORDED_COLUMNS = [
+    _recorded("host", "str", "hostname of the node that ran the trial"),
+    _recorded("node", "str", "the node's IP in the Ray cluster (unique, unlike hostnames)"),
+    _recorded("hw_cpu_vendor", "str", "CPU vendor"),
+    _recorded("hw_cpu_model", "str", "CPU model name", compare="CPU model"),
+    _recorded("hw_arch", "str", "machine architecture", compare="arch"),
+    _recorded("hw_logical_cores", "int", "logical CPUs", compare="logical cores"),
+    _recorded("hw_physical_cores", "int", "physical cores", compare="physical cores"),
+    _recorded("node_cpus", "int", "CPUs the node gave Ray", compare="CPUs given to Ray"),
+    _recorded("hw_sockets", "int", "sockets", compare="sockets"),
+    _recorded("hw_numa_nodes", "int", "NUMA nodes", compare="NUMA nodes"),
+    _recorded("hw_smt", "int", "hardware threads per core", compare="SMT (threads per core)"),
+    _recorded("hw_isa", "str", "the vector ISA flags that matter (AVX2/FMA, AVX-512, BF16/VNNI, AMX), comma-separated"),
+    _recorded("hw_l1d_kb", "int", "L1 data cache per core", "KB", compare="L1d KB"),
+    _recorded("hw_l2_kb", "int", "L2 cache", "KB", compare="L2 KB"),
+    _recorded("hw_l3_kb", "int", "L3 cache", "KB", compare="L3 KB"),
+    _recorded("hw_memory_gb", "float", "memory", "GiB", compare="memory GiB"),
+    _recorded(
+        "hw_mem_bw_gbs",
+        "float",
+        "STREAM-triad bandwidth with all cores, measured on the node before the sweep",
+        "GB/s",
+        compare="memory bandwidth GB/s (triad, all cores)",
+    ),
+    _recorded(
+        "hw_peak_gflops_fp32",
+        "float",
+        "all-core fp32 matmul peak, measured on the node before the sweep",
+        "GFLOP/s",
+        compare="fp32 matmul peak GFLOP/s (all cores)",
+    ),
+    _recorded("hw_governor", "str", "cpufreq governor (None without cpufreq)", compare="governor"),
+    _recorded("hw_turbo", "bool", "turbo/boost state (None where unreadable)", compare="turbo"),
+    _recorded("hw_cpufreq_driver", "str", "cpufreq driver (None without cpufreq)"),
+    _recorded("hw_rapl", "bool", "RAPL energy counters are readable"),
+    _recorded("hw_kernel", "str", "kernel release", compare="kernel"),
+    _recorded("hw_fingerprint_id", "str", "hash of the hardware and software fingerprint: peaks are cached per id"),
+    _recorded("sw_python", "str", "Python version on the node"),
+    _recorded("sw_torch", "str", "torch version on the node", compare="torch"),
+    _recorded("sw_numpy", "str", "NumPy version on the node"),
+    _recorded("sw_ray", "str", "Ray version on the node"),
+    _recorded("sw_jax", "str", "JAX version on the node (None when not installed)"),
+    _recorded("sw_blas", "str", "BLAS libraries threadpoolctl finds loaded on the node", compare="BLAS"),
+    _recorded("affinity", "str", "the CPU list the worker was pinned to (None: not confined)", summary="{}"),
+    _recorded("env", "json", "numeric-library variables the worker ran with (OMP_*, MKL_*, OPENBLAS_*, LD_PRELOAD, …)"),
+    _recorded("affinity_read_back", "str", "the worker's CPU mask, read back before the framework loads"),
+    _recorded("thread_affinity", "str", "each thread's CPU mask after training, ';'-separated distinct masks"),
+    _recorded("torch_threads", "int", "torch.get_num_threads() in the worker"),
+    _recorded("torch_interop_threads", "int", "torch.get_num_interop_threads() in the worker"),
+    _recorded("allocator_loaded", "str", "the allocator mapped into the worker (glibc, or the preloaded library)"),
+    _recorded("blas", "str", "BLAS torch was built with (BLAS_INFO)"),
+    _recorded("torch_cpu_capability", "str", "the vector ISA ATen dispatches to"),
+    _recorded("torch_version", "str", "torch version in the worker"),
+    _recorded("python_version", "str", "Python version in the worker"),
+    _recorded(
+        "hw_settings_applied", "json", "cpufreq/boost files written for this trial and their values ({} when none)"
+    ),
+    _recorded(
+        "dataset_source",
+        "str",
+        "where the text came from: the hub, the hub cache, or the offline fallback",
+        summary="{}",
+    ),
+    _recorded("dataset_documents", "int", "documents in the corpus"),
+    _recorded("dataset_chars", "int", "characters in the corpus"),
+    _recorded("dataset_tokens", "int", "tokens in the corpus"),
+    _recorded("tokenizer", "str", "the tokenizer trained on the corpus"),
+    _recorded("tokenizer_path", "str", "where the tokenizer is cached"),
+    _recorded("data_cache_hit", "bool", "the token cache in data/tokens/ was used"),
+]
+
+RUN_COLUMNS = [
+    _run("status", "str", "ok, failed (exception, crash signal, memory cap), timeout, unsupported", summary="{}"),
+    _run("error", "str", "the reason when not ok", summary="{}"),
+    _run("config_key", "str", "stable hash of the config (run-only keys and autos left out)", summary="{}"),
+    _run("sweep", "str", "the sweep id (a Parquet partition)"),
+    _run("plan", "str", "the plan's name"),
+    _run("study", "str", "the plan study the trial belongs to"),
+    _run("point", "json", "the keys the study varies, with this trial's values"),
+    _run("trial_index", "int", "the trial's place in the plan (None for searcher-proposed points)"),
+    _run("phase", "str", "grid, refine (Optuna where the curve bends), autotune or ab"),
+    _run("bend_score", "float", "for refined points: the bend score of the interval that chose the point"),
+    _run("ab_arm", "str", "autotune A/B re-measurement: default or best"),
+    _run("ab_round", "int", "autotune A/B round"),
+    _run("started_at", "str", "when the parent started the trial (ISO 8601, UTC)"),
+    _run("finished_at", "str", "when the trial ended (ISO 8601, UTC)"),
+    _run("recorded_at", "str", "when the driver stored the row (ISO 8601, UTC)"),
+    _run("exit_code", "int", "the worker's exit code (negative: killed by that signal)"),
+    _run("stderr_tail", "str", "the end of the worker's stderr, when not ok"),
+    _run("traceback", "str", "the worker's traceback, when it raised"),
+    _run("model_dir", "str", "where save_model wrote the weights", summary="{}"),
+    _run("schema_version", "int", "version of the stored row layout"),
+]
+
+COLUMNS: dict[str, Column] = {c.name: c for c in CONFIG_COLUMNS + METRIC_COLUMNS + RECORDED_COLUMNS + RUN_COLUMNS}
+
+# the order `bench.py trial` prints its summary in: outcome, then what was run, then what was measured
+SUMMARY_ORDER = (
+    "status",
+    "error",
+    "config_key",
+    "params",
+    "threads",
+    "affinity",
+    "step_time_median_s",
+    "step_time_cv",
+    "forward_s",
+    "backward_s",
+    "optimizer_s",
+    "time_to_first_step_s",
+    "compile_s",
+    "startup_s",
+    "tokens_per_s",
+    "flops_per_step",
+    "achieved_gflops",
+    "peak_gflops_fp32",
+    "mfu",
+    "peak_rss_mb",
+    "loss_first",
+    "loss_last",
+    "projected_10k_steps_s",
+    "dataset_source",
+    "model_dir",
+)
+
+
+def summary_columns() -> list[Column]:
+    return [COLUMNS[name] for name in SUMMARY_ORDER]
+
+
+def compare_columns() -> list[Column]:
+    """The recorded variables `bench.py compare` shows per host, in registry order."""
+    return [c for c in RECORDED_COLUMNS if c.compare]
+
+
+def unknown_columns(row: dict) -> list[str]:
+    return sorted(set(row) - set(COLUMNS))
 
 
 def now_iso() -> str:
@@ -21,3 +334,31 @@ def base_row(cfg: TrialConfig) -> dict:
         "host": socket.gethostname(),
         "started_at": now_iso(),
     }
+
+
+# ---- the README's tables --------------------------------------------------------------------------
+def _default(name: str) -> str:
+    field = next(f for f in fields(TrialConfig) if f.name == name)
+    return "auto" if field.default is None or field.default is MISSING else str(field.default)
+
+
+def _values(column: Column) -> str:
+    if column.name in CHOICES:
+        later = NOT_SUPPORTED_YET.get(column.name, ())
+        return ", ".join(CHOICES[column.name]) + (f" ({', '.join(later)}: not yet)" if later else "")
+    return column.type
+
+
+def columns_markdown() -> str:
+    """The README's column tables, one per kind: `bench.py columns --markdown` prints them, a test checks the README."""
+    parts = []
+    for kind in KINDS:
+        members = [c for c in COLUMNS.values() if c.kind == kind]
+        if kind == "config":
+            lines = ["| key | values | default | unit | meaning |", "| --- | --- | --- | --- | --- |"]
+            lines += [f"| `{c.name}` | {_values(c)} | {_default(c.name)} | {c.unit} | {c.meaning} |" for c in members]
+        else:
+            lines = ["| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
+            lines += [f"| `{c.name}` | {c.type} | {c.unit} | {c.meaning} |" for c in members]
+        parts.append(f"**{kind}** ({len(members)} columns)\n\n" + "\n".join(lines))
+    return "\n\n".join(parts)

@@ -158,8 +158,9 @@ def run_trial(
         with HardwareSettings(sysfs_root, journal_path) as hardware:
             row["hw_settings_applied"] = json.dumps(hardware.apply(**hardware_settings(cfg)))
             row["loadavg_before"] = load_average()
-            outcome, worker_result, tail = _spawn_worker(cfg, row, threads, cpus, env, data_dir, output_dir, worker_argv,
-                                                         memory_cap_mb, poll_s, sampler)  # fmt: skip
+            outcome, worker_result, tail = _spawn_worker(
+                cfg, row, threads, cpus, env, data_dir, output_dir, worker_argv, memory_cap_mb, poll_s, sampler
+            )
             row["loadavg_after"] = load_average()
     except ControlUnavailable as exc:
         return row | {"status": "unsupported", "error": str(exc), "finished_at": now_iso()}

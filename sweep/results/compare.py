@@ -30,18 +30,11 @@ from pathlib import Path
 from sweep.results.rows import clean_row, is_number, is_positive, latest_sweep, md_table, ms, plan_order, point_text
 from sweep.results.store import EmptyStore, Store, slug
 from sweep.results.tables import format_table
+from trainables.columns import compare_columns
 
 GROUP_BY = ("host", "node")
 NO_IP = "IP not recorded"
 ISA_SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "sve", "sve2", "bf16", "i8mm")
-RECORDED = (
-    ("CPU model", "hw_cpu_model"), ("arch", "hw_arch"), ("logical cores", "hw_logical_cores"),
-    ("physical cores", "hw_physical_cores"), ("CPUs given to Ray", "node_cpus"), ("sockets", "hw_sockets"), ("NUMA nodes", "hw_numa_nodes"),
-    ("SMT (threads per core)", "hw_smt"), ("L1d KB", "hw_l1d_kb"), ("L2 KB", "hw_l2_kb"), ("L3 KB", "hw_l3_kb"),
-    ("memory GiB", "hw_memory_gb"), ("memory bandwidth GB/s (triad, all cores)", "hw_mem_bw_gbs"),
-    ("fp32 matmul peak GFLOP/s (all cores)", "hw_peak_gflops_fp32"), ("governor", "hw_governor"),
-    ("turbo", "hw_turbo"), ("kernel", "hw_kernel"), ("torch", "sw_torch"), ("BLAS", "sw_blas"),
-)  # fmt: skip
 
 
 class CompareError(LookupError):
@@ -148,8 +141,19 @@ def build_comparison(rows: list[dict], by: str = "host", ref: str | None = None)
     for g in labels:
         aliases[g] |= {str(r["node"]) for r in groups[g] if r.get("node")}
     rows_of, left_out = {g: groups[g] for g in labels}, [g for g in groups if g not in labels]
-    comparison = Comparison(by=by, ref="", ref_reason="", labels=labels, aliases=aliases, cells=cells,
-                            compared=compared, points=points, rows=rows_of, sweeps=sweeps, left_out=left_out)  # fmt: skip
+    comparison = Comparison(
+        by=by,
+        ref="",
+        ref_reason="",
+        labels=labels,
+        aliases=aliases,
+        cells=cells,
+        compared=compared,
+        points=points,
+        rows=rows_of,
+        sweeps=sweeps,
+        left_out=left_out,
+    )
     comparison.ref, comparison.ref_reason = _reference(comparison, ref)
     comparison.labels = [comparison.ref] + [g for g in labels if g != comparison.ref]
     return comparison
@@ -211,8 +215,9 @@ def speedup_summary(c: Comparison) -> tuple[list[str], list[list]]:
         ratios = [s for k in c.compared if (s := c.speedup(k, g))]
         mean = math.exp(statistics.fmean(math.log(s) for s in ratios)) if ratios else None
         spread = f"{min(ratios):.2f}x–{max(ratios):.2f}x" if ratios else ""
-        table.append([g + (" (ref)" if g == c.ref else ""), c.ok_rows(g), len(ratios), f"{mean:.2f}x" if mean else "",
-                      spread])  # fmt: skip
+        table.append(
+            [g + (" (ref)" if g == c.ref else ""), c.ok_rows(g), len(ratios), f"{mean:.2f}x" if mean else "", spread]
+        )
     return [c.by, "ok rows", "configs shared with ref", "speed-up (geometric mean)", "min–max"], table
 
 
@@ -228,13 +233,12 @@ def recorded_table(c: Comparison) -> tuple[list[str], list[list]]:
     """The variables a run records but does not set, one row each (left out where no group recorded it), one column
     per group: every distinct value its rows carry, "" where its rows lack it."""
     table = []
-    for name, column in RECORDED:
-        values = [
-            dict.fromkeys(value_text(r[column]) for r in c.rows[g] if r.get(column) is not None) for g in c.labels
-        ]
+    for column in compare_columns():
+        name = column.name
+        values = [dict.fromkeys(value_text(r[name]) for r in c.rows[g] if r.get(name) is not None) for g in c.labels]
         if any(values):
-            table.append([name] + [" / ".join(v) for v in values])
-        if column == "hw_smt":
+            table.append([column.compare] + [" / ".join(v) for v in values])
+        if name == "hw_smt":
             table += _isa_rows(c)
     return ["recorded", *c.labels], table
 
@@ -286,8 +290,10 @@ def compare_markdown(c: Comparison, out: Path, level: int = 2) -> str:
     parts += [f"{sub} Recorded, not set, per {c.by}", md_table(*recorded_table(c)), f"{sub} Step time per study"]
     for study in dict.fromkeys(study for study, _ in c.compared):
         png = out / f"compare-{slug(study)}.png"
-        lines = {g: [(c.points[k], c.cells[k][g].step_time_s) for k in c.cells if k[0] == study and g in c.cells[k]]
-                 for g in c.labels}  # fmt: skip
+        lines = {
+            g: [(c.points[k], c.cells[k][g].step_time_s) for k in c.cells if k[0] == study and g in c.cells[k]]
+            for g in c.labels
+        }
         plot_across(png, study, c.by, lines)
         parts.append(f"![{study} across {c.by}s]({png.name})")
     return "\n\n".join(parts)
@@ -311,8 +317,18 @@ def comparison_json(c: Comparison) -> dict:
 def comparison_records(c: Comparison) -> list[dict]:
     """One record per compared config and group: what --format csv prints."""
     return [
-        {"study": key[0], "point": point_text({"_point": c.points[key]}), "config_key": key[1], c.by: g,
-         "rows": cell.rows, "step_time_median_s": cell.step_time_s, "tokens_per_s": cell.tokens_per_s,
-         "speedup_vs_ref": c.speedup(key, g), "ref": c.ref}
-        for key in c.compared for g in c.labels if (cell := c.cells[key].get(g))
-    ]  # fmt: skip
+        {
+            "study": key[0],
+            "point": point_text({"_point": c.points[key]}),
+            "config_key": key[1],
+            c.by: g,
+            "rows": cell.rows,
+            "step_time_median_s": cell.step_time_s,
+            "tokens_per_s": cell.tokens_per_s,
+            "speedup_vs_ref": c.speedup(key, g),
+            "ref": c.ref,
+        }
+        for key in c.compared
+        for g in c.labels
+        if (cell := c.cells[key].get(g))
+    ]

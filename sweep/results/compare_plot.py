@@ -43,8 +43,14 @@ def plot_across(png: Path, study: str, by: str, lines: dict[str, list[tuple[dict
             xy = sorted(zip(xs, (y for _, y in sel), strict=True))
             name = label + (f", {series}={value}" if series else "")
             dash = DASHES[j % len(DASHES)] if x_axis else "none"  # no line between categories: they have no order
-            ax.plot([x for x, _ in xy], [y for _, y in xy], marker=MARKERS[j % len(MARKERS)], ls=dash, color=colour,
-                    label=name)  # fmt: skip
+            ax.plot(
+                [x for x, _ in xy],
+                [y for _, y in xy],
+                marker=MARKERS[j % len(MARKERS)],
+                ls=dash,
+                color=colour,
+                label=name,
+            )
             xs_all += [x for x, _ in xy] if x_axis else []
             ys_all += [y for _, y in xy]
     log_if_wide(ax, xs_all, ys_all)

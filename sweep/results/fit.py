@@ -59,15 +59,33 @@ def segmented_fit(xs, ys) -> dict:
     """
     lx, ly = _loglog(xs, ys)
     distinct = np.unique(lx)
-    result = {"knee_x": None, "knee_y": None, "slope_before": None, "slope_after": None, "rss": 0.0, "r2": None,
-              "n_points": int(lx.size), "single_slope": None, "improvement": 0.0, "anchor_x": None, "anchor_y": None}  # fmt: skip
+    result = {
+        "knee_x": None,
+        "knee_y": None,
+        "slope_before": None,
+        "slope_after": None,
+        "rss": 0.0,
+        "r2": None,
+        "n_points": int(lx.size),
+        "single_slope": None,
+        "improvement": 0.0,
+        "anchor_x": None,
+        "anchor_y": None,
+    }
     if distinct.size < 2:
         return result | {"method": f"no fit: {distinct.size} distinct positive x value(s), a line needs 2"}
     slope, intercept = np.polyfit(lx, ly, 1)
     single_rss = float(((ly - (intercept + slope * lx)) ** 2).sum())
     cx, cy = float(lx.mean()), float(intercept + slope * lx.mean())
-    single = {"slope_before": float(slope), "slope_after": float(slope), "single_slope": float(slope),
-              "rss": single_rss, "r2": _r2(ly, single_rss), "anchor_x": math.exp(cx), "anchor_y": math.exp(cy)}  # fmt: skip
+    single = {
+        "slope_before": float(slope),
+        "slope_after": float(slope),
+        "single_slope": float(slope),
+        "rss": single_rss,
+        "r2": _r2(ly, single_rss),
+        "anchor_x": math.exp(cx),
+        "anchor_y": math.exp(cy),
+    }
     if distinct.size < 3:
         return result | single | {"method": f"single line in log-log ({distinct.size} distinct x, a knee needs 3)"}
 
@@ -116,8 +134,13 @@ def amdahl_fit(cores, step_times) -> dict:
     """
     pairs = [(float(n), float(t)) for n, t in zip(cores, step_times, strict=True) if _positive(n) and _positive(t)]
     if len({n for n, _ in pairs}) < 2:
-        return {"serial_fraction": None, "t1_s": None, "max_speedup": None, "rss": None,
-                "method": f"no fit: Amdahl needs step times at 2 or more core counts, got {len({n for n, _ in pairs})}"}  # fmt: skip
+        return {
+            "serial_fraction": None,
+            "t1_s": None,
+            "max_speedup": None,
+            "rss": None,
+            "method": f"no fit: Amdahl needs step times at 2 or more core counts, got {len({n for n, _ in pairs})}",
+        }
     inv = np.array([1.0 / n for n, _ in pairs])
     t = np.array([t for _, t in pairs])
     candidates = []

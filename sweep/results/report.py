@@ -208,15 +208,21 @@ def study_table(rows: list[dict], axes: list[str]) -> str:
         med, tok, ok = r.get("step_time_median_s"), r.get("tokens_per_s"), r["_ok"]
         lo, hi = r.get("step_time_min_s"), r.get("step_time_max_s")
         table.append(
-            [r["_point"].get(a) for a in axes] + [phase_text(r), r.get("status"), ms(med) if ok else "",
-             f"{ms(lo)}–{ms(hi)}" if ok and is_number(lo) and is_number(hi) else "",
-             f"{r['step_time_cv']:.1%}" if ok and is_number(r.get("step_time_cv")) else "",
-             f"{tok:,.0f}" if ok and is_number(tok) else "",
-             f"{med / first['step_time_median_s']:.2f}x" if ok and first else "",
-             f"{tok / first['tokens_per_s']:.2f}x"
-             if ok and is_positive(tok) and is_positive(first.get("tokens_per_s")) else "",
-             str(r.get("error") or "")[:80] if not ok else ""]
-        )  # fmt: skip
+            [r["_point"].get(a) for a in axes]
+            + [
+                phase_text(r),
+                r.get("status"),
+                ms(med) if ok else "",
+                f"{ms(lo)}–{ms(hi)}" if ok and is_number(lo) and is_number(hi) else "",
+                f"{r['step_time_cv']:.1%}" if ok and is_number(r.get("step_time_cv")) else "",
+                f"{tok:,.0f}" if ok and is_number(tok) else "",
+                f"{med / first['step_time_median_s']:.2f}x" if ok and first else "",
+                f"{tok / first['tokens_per_s']:.2f}x"
+                if ok and is_positive(tok) and is_positive(first.get("tokens_per_s"))
+                else "",
+                str(r.get("error") or "")[:80] if not ok else "",
+            ]
+        )
     columns = (axes or ["point"]) + ["phase", "status", "median ms", "min–max ms", "CV", "tokens/s"]
     if not axes:
         table = [["baseline", *t] for t in table]
@@ -277,8 +283,16 @@ def _lines(axs, x_axis: str, rows: list[dict], label: str | None) -> None:
         marker = "o" if phase == "grid" else "^"
         name = f"{phase} points" if label is None else f"{label} ({phase})"
         px = [r["_point"][x_axis] for r in sel]
-        axs[0].errorbar(px, [r["step_time_median_s"] for r in sel], yerr=_err(sel), fmt=marker,
-                        color=line.get_color(), capsize=3, ms=6, label=name)  # fmt: skip
+        axs[0].errorbar(
+            px,
+            [r["step_time_median_s"] for r in sel],
+            yerr=_err(sel),
+            fmt=marker,
+            color=line.get_color(),
+            capsize=3,
+            ms=6,
+            label=name,
+        )
         axs[1].plot(px, [r.get("tokens_per_s") or math.nan for r in sel], marker, color=line.get_color(), label=name)
 
 
@@ -327,10 +341,17 @@ def phase_table(rows: list[dict], noisy_cv: float) -> str:
         load = load if noisy else ""
         mean = r.get("step_time_mean_s") if is_number(r.get("step_time_mean_s")) else r["step_time_median_s"]
         table.append(
-            [config(r), ms(r.get("forward_s"), r.get("forward_std_s")), ms(r.get("backward_s"), r.get("backward_std_s")),
-             ms(r.get("optimizer_s"), r.get("optimizer_std_s")), ms(mean, r.get("step_time_std_s")),
-             f"{cv:.1%}" if is_number(cv) else "", "noisy" if noisy else "", load]
-        )  # fmt: skip
+            [
+                config(r),
+                ms(r.get("forward_s"), r.get("forward_std_s")),
+                ms(r.get("backward_s"), r.get("backward_std_s")),
+                ms(r.get("optimizer_s"), r.get("optimizer_std_s")),
+                ms(mean, r.get("step_time_std_s")),
+                f"{cv:.1%}" if is_number(cv) else "",
+                "noisy" if noisy else "",
+                load,
+            ]
+        )
     flagged = sum(1 for t in table if t[6])
     intro = (
         f"## Forward / backward / optimizer\n\nMean per step ± std over the measured steps, in ms. {flagged} of "

@@ -19,34 +19,50 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hwctl.files import atomic_path
+from trainables.columns import COLUMNS
 
 SCHEMA_VERSION = 1
 PARTITIONS = ("sweep", "host")
-DEFAULT_RESULT_DIR = Path(__file__).resolve().parent.parent / "result"
+DEFAULT_RESULT_DIR = Path(__file__).resolve().parents[2] / "result"
 
 
 class EmptyStore(LookupError):
     pass
 
 
+ARROW_TYPES = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "str": pa.string(),
+    "bool": pa.bool_(),
+    "float_list": pa.list_(pa.float64()),
+    "json": pa.string(),
+}
+
+
 def _arrow_value(value):
-    """Types Parquet can hold; dicts become JSON text, None keeps a null type DuckDB unifies with any."""
+    """Types Parquet can hold: dicts become JSON text."""
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True, default=str)
     return value
 
 
+def _arrow_column(key: str, value) -> pa.Array:
+    """The registry's type (a None too gets it, so every file agrees); a column the registry lacks, or a value
+    that does not fit its type, is kept with the type Arrow infers: a row is never lost over a type."""
+    column = COLUMNS.get(key)
+    if column is not None:
+        try:
+            return pa.array([value], type=ARROW_TYPES[column.type])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            pass
+    if isinstance(value, list):
+        return pa.array([value], type=pa.list_(pa.float64()))
+    return pa.nulls(1) if value is None else pa.array([value])
+
+
 def row_table(row: dict) -> pa.Table:
-    columns = {}
-    for key, value in row.items():
-        value = _arrow_value(value)
-        if isinstance(value, list):
-            columns[key] = pa.array([value], type=pa.list_(pa.float64()))
-        elif value is None:
-            columns[key] = pa.nulls(1)
-        else:
-            columns[key] = pa.array([value])
-    return pa.table(columns)
+    return pa.table({key: _arrow_column(key, _arrow_value(value)) for key, value in row.items()})
 
 
 def slug(text) -> str:

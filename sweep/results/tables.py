@@ -47,9 +47,14 @@ def study_summary(store: Store, sweep_id: str) -> str:
                 first = median
             ratio = f"{median / first:.2f}x" if ok and first else ""
             table.append(
-                (point, f"{median * 1e3:.1f}" if ok else row.get("status"), f"{row['tokens_per_s']:,.0f}" if ok else "",
-                 ratio, f"{row['step_time_cv']:.1%}" if ok else str(row.get("error") or "")[:60])
-            )  # fmt: skip
+                (
+                    point,
+                    f"{median * 1e3:.1f}" if ok else row.get("status"),
+                    f"{row['tokens_per_s']:,.0f}" if ok else "",
+                    ratio,
+                    f"{row['step_time_cv']:.1%}" if ok else str(row.get("error") or "")[:60],
+                )
+            )
         blocks.append(
             f"study {study}\n"
             + format_table(["point", "step ms (median)", "tokens/s", "vs first", "CV / reason"], table)
