@@ -8,7 +8,7 @@ to ~/cpu-pretrain-bench, builds its venv and starts a head and a worker; a tiny 
 `ray down`, and sshd stops. Teardown always runs, on failure and Ctrl-C too.
 
 Run as root from the repository root: `make cluster-e2e` (or `venv/bin/python scripts/cluster_e2e.py`).
-`on-head` is the part that `ray exec` runs on the head.
+This is the launcher side; scripts/cluster_e2e_head.py is the part that `ray exec` runs on the head.
 
 Why the copy differs from the shipped config (e2e_cluster_config): here both "hosts" are this machine,
 which other people's Ray may share, so nothing may stop Ray machine-wide (`ray stop` kills every Ray
@@ -51,18 +51,9 @@ CLUSTER_SUFFIX = "-e2e"  # its own cluster name: its own launcher state file (/t
 # Every process `ray start` spawns inherits it: how teardown finds this run's Ray processes and no one
 # else's (the Ray client server, for one, names neither the temp dir nor a parent it could be found by).
 RUN_MARK = "CPB_E2E_RUN"
-NODE_WAIT_S = 300.0
 # generous: the first `ray up` builds the venv (torch and all) in ~/cpu-pretrain-bench
 RAY_UP_TIMEOUT_S, ON_HEAD_TIMEOUT_S, RAY_DOWN_TIMEOUT_S = 1800, 1200, 120
-# Two tiny trials (a second or two each), run once on every node.
-PLAN = {
-    "name": "cluster-e2e",
-    "description": "two tiny trials on every node of the cluster",
-    "baseline": dict(
-        depth=1, width=32, heads=2, seq_len=16, batch_size=2, vocab_size=256, warmup_steps=1, measure_steps=2
-    ),
-    "studies": [{"name": "width", "axis": "width", "values": [32, 64]}],
-}
+HEAD_SCRIPT = "scripts/cluster_e2e_head.py"  # relative to the head's copy of the repository
 
 
 class E2eError(Exception):
@@ -128,10 +119,15 @@ def e2e_cluster_config(shipped: dict, head_ip: str, worker_ip: str, key: Path, r
 # ---- this machine: packages, sshd, token ----------------------------------------------------------
 def check_machine(addresses: list[str]) -> None:
     if os.geteuid() != 0:
-        raise E2eError("run as root: it installs Debian packages and starts sshd on port 22 (Ray's launcher has no SSH port setting)")  # fmt: skip
+        raise E2eError(
+            "run as root: it installs Debian packages and starts sshd on port 22 "
+            "(Ray's launcher has no SSH port setting)"
+        )
     for ip in addresses:
         if not ipaddress.ip_address(ip).is_loopback or ip == "127.0.0.1":
-            raise E2eError(f"{ip}: the hosts must be loopback addresses other than 127.0.0.1 (127.0.0.2 to 127.255.255.254)")  # fmt: skip
+            raise E2eError(
+                f"{ip}: the hosts must be loopback addresses other than 127.0.0.1 (127.0.0.2 to 127.255.255.254)"
+            )
     for ip, port in [(ip, 22) for ip in addresses] + [("0.0.0.0", GCS_PORT)]:
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
@@ -144,7 +140,8 @@ def check_machine(addresses: list[str]) -> None:
         pids = ", ".join(f"{p.info['name']} {p.info['pid']}" for p in others)
         raise E2eError(
             f"another Ray runs on this machine ({pids}) and `ray` is on root's login PATH, so `ray down` "
-            "(which runs a bare `ray stop` on the head, here this machine) would stop it too; run again when it is done"
+            "(which runs a bare `ray stop` on the head, here this machine) would stop it too; "
+            "run again when it is done"
         )
 
 
@@ -169,7 +166,8 @@ def ensure_packages() -> None:
         policy.chmod(0o755)
     try:
         env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):  # fmt: skip
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+        for cmd in (["apt-get", "update", "-qq"], install):
             if run(cmd, env=env).returncode != 0:
                 raise E2eError(f"`{shlex.join(cmd)}` failed; install {' '.join(missing)} by hand and run again")
     finally:
@@ -180,8 +178,9 @@ def ensure_packages() -> None:
 def start_sshd(ssh_dir: Path, addresses: list[str]) -> subprocess.Popen:
     """sshd on the given loopback addresses only, accepting only this run's key, as a child of this process."""
     ssh_dir.mkdir(mode=0o700)
+    keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cpu-pretrain-bench-e2e", "-f"]
     for name in ("host_ed25519", "id_ed25519"):
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cpu-pretrain-bench-e2e", "-f", ssh_dir / name], check=True)  # fmt: skip
+        run([*keygen, ssh_dir / name], check=True)
     shutil.copy(ssh_dir / "id_ed25519.pub", ssh_dir / "authorized_keys")
     config = ssh_dir / "sshd_config"
     settings = [f"ListenAddress {ip}:22" for ip in addresses] + [
@@ -296,164 +295,129 @@ class HomeFiles:
                 path.write_bytes(content)
 
 
-# ---- the launcher side ----------------------------------------------------------------------------
+# ---- the run: prepare, bring up, check, tear down -------------------------------------------------
+class E2eRun:
+    """One run's state; sshd and config_path stay None until the run gets that far, so teardown undoes only that."""
+
+    def __init__(self, head_ip: str, worker_ip: str):
+        self.addresses = [head_ip, worker_ip]
+        self.run_dir = Path(tempfile.mkdtemp(prefix="cpb-e2e-"))
+        self.phases = Phases("cluster-e2e")
+        home = Path.home()
+        self.home_files = HomeFiles(home / "ray_bootstrap_config.yaml", home / "ray_bootstrap_key.pem")
+        self.ray_env = os.environ | {"RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1"}
+        self.sshd: subprocess.Popen | None = None
+        self.config_path: Path | None = None
+
+
+def prepare(e2e: E2eRun) -> None:
+    """This machine made ready to be both hosts: checked, packages installed, sshd listening, a Ray token."""
+    with e2e.phases("check this machine"):
+        check_machine(e2e.addresses)
+    with e2e.phases("install openssh-server rsync"):
+        ensure_packages()
+    with e2e.phases("start sshd"):
+        e2e.sshd = start_sshd(e2e.run_dir / "ssh", e2e.addresses)
+    with e2e.phases("Ray token"):
+        ensure_token()
+
+
+def bring_up(e2e: E2eRun) -> None:
+    """The e2e copy of cluster.yaml written, then `ray up`: the repository synced, its venv built, the head started."""
+    with socket.socket() as free:  # a free port: a dashboard on 8265 may be someone else's
+        free.bind(("127.0.0.1", 0))
+        dashboard_port = free.getsockname()[1]
+    shipped = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    key = e2e.run_dir / "ssh" / "id_ed25519"
+    config = e2e_cluster_config(shipped, *e2e.addresses, key, e2e.run_dir, dashboard_port)
+    e2e.config_path = e2e.run_dir / "cluster.yaml"
+    e2e.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with e2e.phases("ray up (sync, venv, head start)"):
+        # cwd: file_mounts' `.` is the repository
+        up = [RAY, "up", "-y", "--no-config-cache", e2e.config_path]
+        if run_for(up, RAY_UP_TIMEOUT_S, cwd=REPO, env=e2e.ray_env).returncode != 0:
+            raise E2eError(f"`ray up` failed (output above); head logs: {e2e.run_dir}/ray-head/session_latest/logs")
+
+
+def check_on_head(e2e: E2eRun) -> None:
+    """The head's part (HEAD_SCRIPT) through `ray exec`: the worker joins, a tiny sweep runs on both nodes."""
+    on_head = ["venv/bin/python", HEAD_SCRIPT, "--address", f"{e2e.addresses[0]}:{GCS_PORT}"]
+    on_head += ["--expect", ",".join(e2e.addresses), "--work-dir", str(e2e.run_dir / "head")]
+    command = f"cd ~/cpu-pretrain-bench && RAY_AUTH_MODE=token {shlex.join(on_head)}"
+    with e2e.phases("on the head: worker joins, sweep, rows"):
+        exec_on_head = [RAY, "exec", e2e.config_path, command]
+        if run_for(exec_on_head, ON_HEAD_TIMEOUT_S, cwd=REPO, env=e2e.ray_env).returncode != 0:
+            raise E2eError(
+                "the sweep on the head failed (output above); the worker's setup is logged in "
+                f"{e2e.run_dir}/ray-head/session_latest/logs/monitor.*"
+            )
+
+
+def tear_down(e2e: E2eRun, passed: bool) -> None:
+    """Undoes what the run got to; keeps the run directory (keys, logs) when it did not pass."""
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave Ray or sshd running
+        signal.signal(signum, signal.SIG_IGN)
+    print("[cluster-e2e] tearing down (Ctrl-C is ignored until done)", flush=True)
+    # First what `ray down` runs on the head, `ray stop`, but for these two nodes only. Before it:
+    # here the head's autoscaler shares the launcher's state file and marks the nodes running
+    # again as fast as `ray down` marks them terminated, so `ray down` would wait forever.
+    with e2e.phases("stop Ray on both nodes"):
+        print(f"  stopped {stop_ray_of_run(e2e.run_dir)} processes")
+    if e2e.config_path is not None:
+        with e2e.phases("ray down"):
+            try:
+                run_for([RAY, "down", "-y", e2e.config_path], RAY_DOWN_TIMEOUT_S, cwd=REPO, env=e2e.ray_env)
+            except E2eError as exc:
+                print(f"  {exc}", file=sys.stderr)
+    if e2e.sshd is not None:
+        with e2e.phases("stop sshd"):
+            stop_sshd(e2e.sshd)
+    e2e.home_files.restore()
+    forget_launcher_state(e2e.run_dir)
+    if passed:
+        shutil.rmtree(e2e.run_dir, ignore_errors=True)
+    else:
+        print(f"[cluster-e2e] kept {e2e.run_dir} for its logs (sshd, Ray, monitor.out for the worker's setup)")
+
+
+def forget_launcher_state(run_dir: Path) -> None:
+    """What the launcher keeps in /tmp about this cluster: its state and lock files, `ray up`'s copy of the config."""
+    name = yaml.safe_load((REPO / "cluster.yaml").read_text())["cluster_name"] + CLUSTER_SUFFIX
+    for suffix in (".state", ".lock"):
+        Path(tempfile.gettempdir(), "ray", f"cluster-{name}{suffix}").unlink(missing_ok=True)
+    for cache in Path(tempfile.gettempdir()).glob("ray-config-*"):  # `ray up` caches this run's config
+        with contextlib.suppress(OSError):
+            if str(run_dir) in cache.read_text():
+                cache.unlink()
+
+
 def main_e2e(args) -> int:
-    phases, run_dir = Phases("cluster-e2e"), Path(tempfile.mkdtemp(prefix="cpb-e2e-"))
-    addresses = [args.head_ip, args.worker_ip]
-    sshd = config_path = None
-    ok = interrupted = False
-    home = Path.home()
-    home_files = HomeFiles(home / "ray_bootstrap_config.yaml", home / "ray_bootstrap_key.pem")
-    ray_env = os.environ | {"RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1"}
-    print(f"[cluster-e2e] run directory (keys, sshd and Ray logs): {run_dir}")
+    e2e = E2eRun(args.head_ip, args.worker_ip)
+    print(f"[cluster-e2e] run directory (keys, sshd and Ray logs): {e2e.run_dir}")
+    passed = interrupted = False
     try:
-        with phases("check this machine"):
-            check_machine(addresses)
-        with phases("install openssh-server rsync"):
-            ensure_packages()
-        with phases("start sshd"):
-            sshd = start_sshd(run_dir / "ssh", addresses)
-        with phases("Ray token"):
-            ensure_token()
-        with socket.socket() as free:  # a free port: a dashboard on 8265 may be someone else's
-            free.bind(("127.0.0.1", 0))
-            dashboard_port = free.getsockname()[1]
-        shipped = yaml.safe_load((REPO / "cluster.yaml").read_text())
-        config = e2e_cluster_config(shipped, *addresses, run_dir / "ssh" / "id_ed25519", run_dir, dashboard_port)
-        config_path = run_dir / "cluster.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        with phases("ray up (sync, venv, head start)"):
-            # cwd: file_mounts' `.` is the repository
-            up = [RAY, "up", "-y", "--no-config-cache", config_path]
-            if run_for(up, RAY_UP_TIMEOUT_S, cwd=REPO, env=ray_env).returncode != 0:
-                raise E2eError(f"`ray up` failed (output above); head logs: {run_dir}/ray-head/session_latest/logs")
-        on_head = [
-            "venv/bin/python", "scripts/cluster_e2e.py", "on-head", "--address", f"{args.head_ip}:{GCS_PORT}",
-            "--expect", ",".join(addresses), "--work-dir", str(run_dir / "head"),
-        ]  # fmt: skip
-        command = f"cd ~/cpu-pretrain-bench && RAY_AUTH_MODE=token {shlex.join(on_head)}"
-        with phases("on the head: worker joins, sweep, rows"):
-            if run_for([RAY, "exec", config_path, command], ON_HEAD_TIMEOUT_S, cwd=REPO, env=ray_env).returncode != 0:
-                raise E2eError(
-                    "the sweep on the head failed (output above); the worker's setup is logged in "
-                    f"{run_dir}/ray-head/session_latest/logs/monitor.*"
-                )
-        ok = True
+        prepare(e2e)
+        bring_up(e2e)
+        check_on_head(e2e)
+        passed = True
     except E2eError as exc:
         print(f"[cluster-e2e] FAILED: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         interrupted = True
         print("[cluster-e2e] interrupted", file=sys.stderr)
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave Ray or sshd running
-            signal.signal(signum, signal.SIG_IGN)
-        print("[cluster-e2e] tearing down (Ctrl-C is ignored until done)", flush=True)
-        # First what `ray down` runs on the head, `ray stop`, but for these two nodes only. Before it:
-        # here the head's autoscaler shares the launcher's state file and marks the nodes running
-        # again as fast as `ray down` marks them terminated, so `ray down` would wait forever.
-        with phases("stop Ray on both nodes"):
-            print(f"  stopped {stop_ray_of_run(run_dir)} processes")
-        if config_path is not None:
-            with phases("ray down"):
-                try:
-                    run_for([RAY, "down", "-y", config_path], RAY_DOWN_TIMEOUT_S, cwd=REPO, env=ray_env)
-                except E2eError as exc:
-                    print(f"  {exc}", file=sys.stderr)
-        if sshd is not None:
-            with phases("stop sshd"):
-                stop_sshd(sshd)
-        home_files.restore()
-        name = yaml.safe_load((REPO / "cluster.yaml").read_text())["cluster_name"] + CLUSTER_SUFFIX
-        for suffix in (".state", ".lock"):
-            Path(tempfile.gettempdir(), "ray", f"cluster-{name}{suffix}").unlink(missing_ok=True)
-        for cache in Path(tempfile.gettempdir()).glob("ray-config-*"):  # `ray up` caches this run's config
-            with contextlib.suppress(OSError):
-                if str(run_dir) in cache.read_text():
-                    cache.unlink()
-        if ok:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        else:
-            print(f"[cluster-e2e] kept {run_dir} for its logs (sshd, Ray, monitor.out for the worker's setup)")
-    print(f"\n[cluster-e2e] {'PASSED' if ok else 'FAILED'}; wall time per phase:\n{phases.summary()}")
-    return 0 if ok else 130 if interrupted else 1
-
-
-# ---- the head side (run by `ray exec`) ------------------------------------------------------------
-def main_on_head(args) -> int:
-    phases, expected = Phases("on-head"), set(args.expect.split(","))
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    plan, result_dir = work / "cluster-e2e.yaml", work / "result"
-    plan.write_text(yaml.safe_dump(PLAN, sort_keys=False))
-    try:
-        with phases("wait for every node"):
-            print(f"  nodes: {', '.join(sorted(wait_for_nodes(args.address, expected, NODE_WAIT_S)))}")
-        with phases("bench.py run --nodes all"):
-            bench = [sys.executable, "bench.py", "run", "--plan", plan, "--address", args.address, "--nodes", "all"]
-            if run([*bench, "--result-dir", result_dir], cwd=REPO).returncode != 0:
-                raise E2eError("bench.py run failed (output above)")
-        with phases("rows from every node"):
-            check_rows(result_dir, expected, trials=len(PLAN["studies"][0]["values"]))
-    except E2eError as exc:
-        print(f"[on-head] FAILED: {exc}", file=sys.stderr)
-        return 1
-    print(f"[on-head] PASSED; wall time per phase:\n{phases.summary()}")
-    return 0
-
-
-def wait_for_nodes(address: str, expected: set[str], timeout_s: float) -> set[str]:
-    import ray
-
-    ray.init(address=address, log_to_driver=False, logging_level="WARNING")
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
-            if expected <= alive:
-                return alive
-            if time.monotonic() > deadline:
-                raise E2eError(f"after {timeout_s:.0f} s the cluster has nodes {sorted(alive)}, not {sorted(expected)}")
-            time.sleep(2)
-    finally:
-        ray.shutdown()
-
-
-def check_rows(result_dir: Path, expected: set[str], trials: int) -> None:
-    sql = (
-        "SELECT node, host, count(*) AS trials, count(*) FILTER (WHERE status = 'ok') AS ok "
-        "FROM trials GROUP BY node, host ORDER BY node"
-    )
-    query = [sys.executable, "bench.py", "query", sql, "--format", "json", "--result-dir", result_dir]
-    out = run(query, cwd=REPO, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise E2eError(f"bench.py query failed: {out.stderr.strip()}")
-    rows = json.loads(out.stdout)
-    for row in rows:
-        print(f"  node {row['node']} ({row['host']}): {row['trials']} rows, {row['ok']} ok")
-    nodes = {row["node"] for row in rows}
-    if nodes != expected:
-        raise E2eError(f"rows come from nodes {sorted(nodes, key=str)}, expected exactly {sorted(expected)}")
-    short = [r["node"] for r in rows if r["trials"] != trials or r["ok"] != trials]
-    if short:
-        raise E2eError(f"nodes {short}: expected {trials} rows with status ok from each")
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so the teardown runs
+        tear_down(e2e, passed)
+    print(f"\n[cluster-e2e] {'PASSED' if passed else 'FAILED'}; wall time per phase:\n{e2e.phases.summary()}")
+    return 0 if passed else 130 if interrupted else 1
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="cluster_e2e.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--head-ip", default=HEAD_IP, help=f"loopback address of the head (default {HEAD_IP})")
     parser.add_argument("--worker-ip", default=WORKER_IP, help=f"loopback address of the worker (default {WORKER_IP})")
-    commands = parser.add_subparsers(dest="command")
-    on_head = commands.add_parser("on-head", help="(run by `ray exec` on the head) wait for the nodes, sweep, check")
-    on_head.add_argument("--address", required=True)
-    on_head.add_argument("--expect", required=True, help="comma list of the node IPs the rows must come from")
-    on_head.add_argument("--work-dir", required=True)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    return main_on_head(args) if args.command == "on-head" else main_e2e(args)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C, so the teardown runs
+    return main_e2e(args)
 
 
 if __name__ == "__main__":

@@ -54,10 +54,11 @@ def test_each_node_registers_with_the_address_it_was_reached_on(tmp_path):
     head, worker = config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]
     over_ssh = {"SSH_CONNECTION": "10.0.0.9 50022 10.0.0.5 22", "RAY_HEAD_IP": "10.0.0.4"}
     started = run_shell(head, over_ssh, tmp_path)
-    assert started.split() == [
-        "ray", "start", "--head", "--port=6379", "--node-ip-address=10.0.0.5", "--dashboard-host=127.0.0.1",
-        f"--num-cpus={len(os.sched_getaffinity(0))}", "--autoscaling-config=~/ray_bootstrap_config.yaml",
-    ]  # fmt: skip
+    expected = (
+        "ray start --head --port=6379 --node-ip-address=10.0.0.5 --dashboard-host=127.0.0.1 "
+        f"--num-cpus={len(os.sched_getaffinity(0))} --autoscaling-config=~/ray_bootstrap_config.yaml"
+    )
+    assert started.split() == expected.split()
     assert "--address=10.0.0.4:6379 --node-ip-address=10.0.0.5 " in run_shell(worker, over_ssh, tmp_path)
     assert "--node-ip-address" not in run_shell(worker, {"RAY_HEAD_IP": "10.0.0.4"}, tmp_path)  # Ray's own choice
 
