@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from trainables.config import build_config
-from trainables.timing import measure
-from trainables.torch_trainable import TorchTrainer
+from trainables.timing import PHASES_MEASURED, measure
+from trainables.trainer import load_trainer
+
+TorchTrainer = load_trainer("torch")
 
 
 def train(tokens, values: dict, steps: int = 25) -> dict:
@@ -35,6 +37,16 @@ def test_loss_falls(tokens, tiny, extra):
     assert result["measure_steps_run"] == 25
 
 
+def test_kept_losses_hold_no_autograd_graph(tokens, tiny):
+    trainer = TorchTrainer(build_config(tiny))
+    inputs, targets = trainer.make_batches(tokens, 1)[0]
+    loss = trainer.forward(inputs, targets)
+    trainer.backward(loss)
+    kept = trainer.detach(loss)
+    assert loss.grad_fn is not None and kept.grad_fn is None
+    assert trainer.loss_value(kept) == pytest.approx(6.24, abs=0.1)
+
+
 def test_bf16_weights_are_bf16_and_mixed_keeps_fp32_masters(tokens, tiny):
     assert train(tokens, tiny | {"precision": "bf16"}, steps=3)["trainer"].model.wte.weight.dtype == torch.bfloat16
     assert train(tokens, tiny | {"precision": "mixed"}, steps=3)["trainer"].model.wte.weight.dtype == torch.float32
@@ -60,6 +72,7 @@ def test_protocol_counts_and_statistics(tokens, tiny):
     assert result["step_time_min_s"] <= result["step_time_median_s"] <= result["step_time_max_s"]
     phases = result["forward_s"] + result["backward_s"] + result["optimizer_s"]
     assert phases == pytest.approx(result["step_time_mean_s"], rel=0.05)
+    assert result["phase_split"] == PHASES_MEASURED == "measured"
     assert result["step_time_cv"] == pytest.approx(result["step_time_std_s"] / result["step_time_mean_s"])
 
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass, fields
 
 from hwctl.cores import parse_cpu_list
 from hwctl.isa import ISA_CAPS
+from trainables.trainer import framework_names
 
 DEFAULT_DATASET = "ThomasTheMaker/Arc-Corpus-sample"
 CHOICES = {
-    "framework": ("torch",),
+    "framework": framework_names(),  # the trainer registry: torch, plus BENCH_TRAINERS
     "activation": ("gelu", "relu", "silu"),
     "attention": ("full", "local", "sliding"),
     "attn_backend": ("manual", "sdpa"),
@@ -31,7 +32,7 @@ CHOICES = {
 }
 # Named in the spec, accepted by the parser, but not implemented yet: a clear error, not a crash.
 NOT_SUPPORTED_YET = {
-    "framework": ("jax", "numpy"),
+    "framework": tuple(name for name in ("jax", "numpy") if name not in framework_names()),
     "precision": ("q8", "q4", "bitnet"),
 }
 # Knobs that change how a trial is run or kept, not what it measures: left out of config_key.

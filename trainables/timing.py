@@ -1,9 +1,11 @@
 """The timing protocol: one cold step, warm-up steps, then measured steps, each phase timed apart.
 
 Only training steps are inside the timed region: batches are prepared before it, losses are read
-after it. CPU kernels in eager PyTorch run synchronously, so a perf_counter reading between two
-phases is the end of the first phase. The garbage collector is paused while measuring so a
-collection of Python objects does not land inside one step.
+after it (through the trainer, trainables/trainer.py). CPU kernels in eager PyTorch run synchronously,
+so a perf_counter reading between two phases is the end of the first phase. A trainer whose framework
+fuses forward, backward and update (FUSED_STEP) is timed per step only: its phase columns are None,
+never a guessed split, and `phase_split` says why. The garbage collector is paused while measuring so
+a collection of Python objects does not land inside one step.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from dataclasses import dataclass, field
 TIMING_METHOD = (
     "time.perf_counter around forward, backward and optimizer phases of each step; gc paused while measuring"
 )
+FUSED_TIMING_METHOD = "time.perf_counter around each fused training step; gc paused while measuring"
+PHASES = ("forward", "backward", "optimizer")
+PHASES_MEASURED = "measured"
+PHASES_FUSED = "fused: forward, backward and optimizer update run in one call, not timed apart"
 MIN_MEASURED_STEPS = 3
 
 
@@ -40,7 +46,8 @@ def run_step(trainer, micro_batches, times: StepTimes) -> None:
         t2 = time.perf_counter()
         forward += t1 - t0
         backward += t2 - t1
-        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        kept = trainer.detach(loss)
+        loss_sum = kept if loss_sum is None else loss_sum + kept
     t3 = time.perf_counter()
     trainer.optimizer_step()
     end = time.perf_counter()
@@ -49,6 +56,13 @@ def run_step(trainer, micro_batches, times: StepTimes) -> None:
     times.backward.append(backward)
     times.optimizer.append(end - t3)
     times.losses.append(loss_sum)
+
+
+def run_fused_step(trainer, micro_batches, times: StepTimes) -> None:
+    step_start = time.perf_counter()
+    loss = trainer.step(micro_batches)
+    times.total.append(time.perf_counter() - step_start)
+    times.losses.append(loss)
 
 
 def _stats(prefix: str, values: list[float]) -> dict:
@@ -64,6 +78,19 @@ def _stats(prefix: str, values: list[float]) -> dict:
     }
 
 
+def _phase_stats(measured: StepTimes, *, fused: bool) -> dict:
+    if fused:  # one call ran all three phases: no split to report, and none guessed
+        return {f"{phase}{suffix}": None for phase in PHASES for suffix in ("_s", "_std_s")} | {
+            "phase_split": PHASES_FUSED
+        }
+    result = {}
+    for phase in PHASES:
+        values = getattr(measured, phase)
+        result[f"{phase}_s"] = statistics.fmean(values)
+        result[f"{phase}_std_s"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return result | {"phase_split": PHASES_MEASURED}
+
+
 def measure(
     trainer, batches, *, grad_accum: int, warmup_steps: int, measure_steps: int, measure_seconds: float, probe=None
 ) -> dict:
@@ -73,10 +100,11 @@ def measure(
     def micro_batches(step: int):
         return [batches[(step * grad_accum + i) % len(batches)] for i in range(grad_accum)]
 
+    take_step = run_fused_step if trainer.FUSED_STEP else run_step
     cold, warm, measured = StepTimes(), StepTimes(), StepTimes()
-    run_step(trainer, micro_batches(0), cold)
+    take_step(trainer, micro_batches(0), cold)
     for step in range(1, 1 + warmup_steps):
-        run_step(trainer, micro_batches(step), warm)
+        take_step(trainer, micro_batches(step), warm)
 
     gc.collect()
     gc.disable()
@@ -87,7 +115,7 @@ def measure(
             probe.start()
         started = time.perf_counter()
         while True:
-            run_step(trainer, micro_batches(first + len(measured.total)), measured)
+            take_step(trainer, micro_batches(first + len(measured.total)), measured)
             done = len(measured.total)
             elapsed = time.perf_counter() - started
             if done >= measure_steps or (
@@ -99,20 +127,16 @@ def measure(
     finally:
         gc.enable()
 
-    result = _stats("step_time", measured.total)
-    for phase in ("forward", "backward", "optimizer"):
-        values = getattr(measured, phase)
-        result[f"{phase}_s"] = statistics.fmean(values)
-        result[f"{phase}_std_s"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    result = _stats("step_time", measured.total) | _phase_stats(measured, fused=trainer.FUSED_STEP)
     result.update(
         time_to_first_step_s=cold.total[0],
         warmup_steps_run=warmup_steps,
         measure_steps_run=len(measured.total),
         measured_region_s=sum(measured.total),
         timed_region_s=sum(cold.total) + sum(warm.total) + sum(measured.total),
-        loss_first=float(cold.losses[0]),
-        loss_last=float(measured.losses[-1]),
+        loss_first=trainer.loss_value(cold.losses[0]),
+        loss_last=trainer.loss_value(measured.losses[-1]),
         step_times_s=list(measured.total),
-        timing_method=TIMING_METHOD,
+        timing_method=FUSED_TIMING_METHOD if trainer.FUSED_STEP else TIMING_METHOD,
     )
     return result | probed

@@ -47,21 +47,24 @@ class CausalSelfAttention(nn.Module):
         self.register_buffer("mask", attention_mask(mask_kind, length, cfg.window), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, seq, _ = x.shape
+        # shapes: B batch, T seq_len, C width, nh heads, nkv kv_heads, hs head_dim; N sequences of L tokens each
+        batch, seq, _ = x.shape  # (B, T, C)
         q, k, v = self.qkv(x).split(
             [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1
-        )
-        # local attention = a batch of independent blocks of `window` tokens (a free view)
+        )  # (B, T, nh*hs), (B, T, nkv*hs), (B, T, nkv*hs)
+        # local attention = a batch of independent blocks of `window` tokens (a free view):
+        # N = B*T//window blocks of L = window tokens; otherwise N = B sequences of L = T tokens
         n, length = (batch * seq // self.window, self.window) if self.attention == "local" else (batch, seq)
-        q = q.reshape(n, length, self.heads, self.head_dim).transpose(1, 2)
-        k = k.reshape(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.reshape(n, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q.reshape(n, length, self.heads, self.head_dim).transpose(1, 2)  # (N, L, nh, hs) -> (N, nh, L, hs)
+        k = k.reshape(n, length, self.kv_heads, self.head_dim).transpose(1, 2)  # (N, L, nkv, hs) -> (N, nkv, L, hs)
+        v = v.reshape(n, length, self.kv_heads, self.head_dim).transpose(1, 2)  # (N, L, nkv, hs) -> (N, nkv, L, hs)
         if self.backend == "sdpa":
-            y = self._sdpa(q, k, v, length)
+            y = self._sdpa(q, k, v, length)  # (N, nh, L, hs)
         else:
-            y = self._manual(q, k, v, length)
-        y = y.transpose(1, 2).reshape(batch, seq, self.heads * self.head_dim)
-        return self.resid_dropout(self.proj(y))
+            y = self._manual(q, k, v, length)  # (N, nh, L, hs)
+        # merge heads; for local, the N = B*T//window blocks lie in sequence order, so they merge back to (B, T)
+        y = y.transpose(1, 2).reshape(batch, seq, self.heads * self.head_dim)  # (N, L, nh, hs) -> (B, T, nh*hs)
+        return self.resid_dropout(self.proj(y))  # (B, T, C)
 
     def _sdpa(self, q, k, v, length):
         p = self.dropout if self.training else 0.0
@@ -69,18 +72,19 @@ class CausalSelfAttention(nn.Module):
         if self.attention == "sliding":
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=self.mask[:length, :length], dropout_p=p, enable_gqa=gqa
-            )
+            )  # mask (L, L)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, enable_gqa=gqa)
 
     def _manual(self, q, k, v, length):
         n, group = q.shape[0], self.heads // self.kv_heads
         # group query heads under their shared kv head: broadcasting instead of copying k and v
-        q = q.reshape(n, self.kv_heads, group, length, self.head_dim)
-        k, v = k.unsqueeze(2), v.unsqueeze(2)
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
-        scores = scores.masked_fill(~self.mask[:length, :length], float("-inf"))
-        weights = F.dropout(F.softmax(scores, dim=-1), self.dropout, self.training)
-        return (weights @ v).reshape(n, self.heads, length, self.head_dim)
+        # (query head h = kv head h // group, member h % group; g = group = nh // nkv)
+        q = q.reshape(n, self.kv_heads, group, length, self.head_dim)  # (N, nh, L, hs) -> (N, nkv, g, L, hs)
+        k, v = k.unsqueeze(2), v.unsqueeze(2)  # (N, nkv, L, hs) -> (N, nkv, 1, L, hs)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (N, nkv, g, L, L)
+        scores = scores.masked_fill(~self.mask[:length, :length], float("-inf"))  # mask (L, L) broadcast
+        weights = F.dropout(F.softmax(scores, dim=-1), self.dropout, self.training)  # (N, nkv, g, L, L)
+        return (weights @ v).reshape(n, self.heads, length, self.head_dim)  # (N, nkv, g, L, hs) -> (N, nh, L, hs)
 
 
 class MLP(nn.Module):
@@ -137,6 +141,6 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(positions))
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
         # the loss in fp32 even for bf16 weights: a bf16 log-softmax over 8k+ classes loses the signal
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1))  # (B*T, vocab), (B*T,)

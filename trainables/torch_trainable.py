@@ -1,26 +1,32 @@
-"""The PyTorch training step, split into the three phases the timing protocol times apart."""
+"""The PyTorch trainer: the training step split into the three phases the timing protocol times apart."""
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s): the worker counts it as import time
 
+from hwctl.microbench import matmul_peak_gflops
 from trainables.config import TrialConfig
 from trainables.torch_model import GPT
+from trainables.trainer import Trainer
 
 
-def configure_threads(threads: int, interop_threads: int) -> None:
-    """Must run before any parallel torch work: inter-op threads cannot be changed once used."""
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(interop_threads)
-    except RuntimeError:
-        pass  # already initialised in this process (tests that train in-process); the worker sets it first
+class TorchTrainer(Trainer):
+    NAME = "torch"
 
+    @classmethod
+    def configure_threads(cls, threads: int, interop_threads: int) -> None:
+        """Must run before any parallel torch work: inter-op threads cannot be changed once used."""
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(interop_threads)
+        except RuntimeError:
+            pass  # already initialised in this process (tests that train in-process); the worker sets it first
 
-class TorchTrainer:
     def __init__(self, cfg: TrialConfig):
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
@@ -64,6 +70,41 @@ class TorchTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def detach(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss.detach()  # a kept loss must not keep its step's autograd graph alive
+
+    def loss_value(self, loss: torch.Tensor) -> float:
+        return float(loss)
+
+    def facts(self) -> dict:
+        return {
+            "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
+            "blas": _blas_info(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_version": torch.__version__,
+        }
+
+    def matmul_peak(self, threads: int, cache_dir: Path) -> dict:
+        peak = matmul_peak_gflops(threads, cache_dir)
+        return {
+            "peak_gflops_fp32": peak["peak_gflops"],
+            "peak_method": peak["peak_method"],
+            "peak_cached": peak["peak_cached"],
+        }
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(self.state_dict(), str(Path(folder) / "model.safetensors"))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         # lm_head shares wte's weight; safetensors refuses shared storage, so keep one copy
         return {k: v.detach().contiguous() for k, v in self.model.state_dict().items() if k != "lm_head.weight"}
+
+
+def _blas_info() -> str:
+    for part in torch.__config__.show().replace(",", " ").split():
+        if part.startswith("BLAS_INFO="):
+            return part.split("=", 1)[1]
+    return "unknown"

@@ -2,7 +2,9 @@
 
     python -m trainables.worker PAYLOAD.json RESULT.json
 
-Affinity is applied before torch is imported, so OpenMP's thread pool starts on the chosen cores.
+Affinity is applied before the framework is imported, so OpenMP's thread pool starts on the chosen cores. Everything
+framework-specific goes through the trainer the registry names for the config's `framework` (trainables/trainer.py):
+this module imports no framework.
 """
 
 from __future__ import annotations
@@ -58,41 +60,18 @@ def _thread_affinities() -> str:
     return ";".join(sorted(set(masks)))
 
 
-def _blas_info(torch) -> str:
-    for part in torch.__config__.show().replace(",", " ").split():
-        if part.startswith("BLAS_INFO="):
-            return part.split("=", 1)[1]
-    return "unknown"
-
-
 def run(payload: dict) -> dict:
-    spawned_at = payload["spawned_at"]
-    t0 = time.time()
-    import torch
-    import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s): count it as import time
-
-    from hwctl.microbench import matmul_peak_gflops
+    started = time.time()
     from hwctl.telemetry import EnergyCounter
-    from trainables.config import TrialConfig
     from trainables.dataset import prepare_tokens
-    from trainables.flops import FLOPS_METHOD, flops_per_step
     from trainables.timing import measure
-    from trainables.torch_trainable import TorchTrainer, configure_threads
 
-    cfg = TrialConfig(**payload["config"])
-    configure_threads(cfg.threads, cfg.interop_threads)
-    import_s = time.time() - t0
+    cfg, trainer_class = load_framework(payload["config"])
+    import_s = time.time() - started
 
-    t1 = time.time()
     data_dir = Path(payload["data_dir"])
-    tokens, data_meta = prepare_tokens(cfg.dataset, cfg.vocab_size, data_dir)
-    data_s = time.time() - t1
-
-    t2 = time.time()
-    trainer = TorchTrainer(cfg)
-    batch_count = min((1 + cfg.warmup_steps + cfg.measure_steps) * cfg.grad_accum, 64)
-    batches = trainer.make_batches(tokens, batch_count)
-    build_s = time.time() - t2
+    (tokens, data_meta), data_s = _timed(prepare_tokens, cfg.dataset, cfg.vocab_size, data_dir)
+    (trainer, batches), build_s = _timed(build_trainer, trainer_class, cfg, tokens)
 
     first_step_at = time.time()
     timing = measure(
@@ -106,43 +85,23 @@ def run(payload: dict) -> dict:
     )
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     thread_affinity = _thread_affinities()
-
-    peak = matmul_peak_gflops(cfg.threads, data_dir / "hw")
-    flops = flops_per_step(cfg)
-    median = timing["step_time_median_s"]
-    achieved = flops / median / 1e9
+    peak = trainer.matmul_peak(cfg.threads, data_dir / "hw")
     result = (
         timing
         | data_meta
+        | derived_metrics(cfg, timing, trainer.params, peak)
         | {
-            "params": trainer.params,
-            "flops_per_step": flops,
-            "flops_method": FLOPS_METHOD,
-            "achieved_gflops": achieved,
-            "mfu": achieved / peak["peak_gflops"],
-            "peak_gflops_fp32": peak["peak_gflops"],
-            "peak_method": peak["peak_method"],
-            "peak_cached": peak["peak_cached"],
-            "tokens_per_s": cfg.tokens_per_step / median,
-            "energy_per_step_j": timing["energy_j"] / timing["measure_steps_run"]
-            if timing["energy_j"] is not None
-            else None,
-            "projected_10k_steps_s": 10_000 * median,
-            # the first step's excess over a warm step: Inductor's compile time, or eager's cold start
-            "compile_s": max(timing["time_to_first_step_s"] - median, 0.0),
             "peak_rss_mb": peak_rss_mb,
-            "startup_s": first_step_at - spawned_at,
-            "interpreter_start_s": _IMPORT_STARTED - spawned_at,
+            "startup_s": first_step_at - payload["spawned_at"],
+            "interpreter_start_s": _IMPORT_STARTED - payload["spawned_at"],
             "import_s": import_s,
             "data_s": data_s,
             "build_s": build_s,
             "thread_affinity": thread_affinity,
-            "torch_threads": torch.get_num_threads(),
-            "torch_interop_threads": torch.get_num_interop_threads(),
+        }
+        | trainer.facts()
+        | {
             "allocator_loaded": ",".join(_loaded_libraries(("jemalloc", "tcmalloc"))) or "glibc",
-            "blas": _blas_info(torch),
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_version": torch.__version__,
             "python_version": platform.python_version(),
         }
     )
@@ -151,12 +110,61 @@ def run(payload: dict) -> dict:
     return result
 
 
-def save_model(trainer, cfg, config_key: str, output_dir: Path) -> str:
-    from safetensors.torch import save_file
+def _timed(function, *args):
+    """(function(*args), seconds it took)."""
+    started = time.time()
+    value = function(*args)
+    return value, time.time() - started
 
+
+def load_framework(config: dict):
+    """The trial's config and its trainer class, threads set before the framework starts its thread pools."""
+    from trainables.config import TrialConfig
+    from trainables.trainer import load_trainer
+
+    cfg = TrialConfig(**config)
+    trainer_class = load_trainer(cfg.framework)  # imports the framework: most of the worker's start-up
+    trainer_class.configure_threads(cfg.threads, cfg.interop_threads)
+    return cfg, trainer_class
+
+
+def build_trainer(trainer_class, cfg, tokens) -> tuple:
+    """The trainer and the micro-batches the timed steps reuse cyclically."""
+    trainer = trainer_class(cfg)
+    batch_count = min((1 + cfg.warmup_steps + cfg.measure_steps) * cfg.grad_accum, 64)
+    return trainer, trainer.make_batches(tokens, batch_count)
+
+
+def derived_metrics(cfg, timing: dict, params: int, peak: dict) -> dict:
+    """What the step times mean: FLOP rate, MFU against the framework's own matmul peak, throughput, projections."""
+    from trainables.flops import FLOPS_METHOD, flops_per_step
+
+    flops = flops_per_step(cfg)
+    median = timing["step_time_median_s"]
+    achieved = flops / median / 1e9
+    energy = timing["energy_j"]
+    return {
+        "params": params,
+        "flops_per_step": flops,
+        "flops_method": FLOPS_METHOD,
+        "achieved_gflops": achieved,
+        "mfu": achieved / peak["peak_gflops_fp32"],
+        "peak_gflops_fp32": peak["peak_gflops_fp32"],
+        "peak_method": peak["peak_method"],
+        "peak_cached": peak["peak_cached"],
+        "tokens_per_s": cfg.tokens_per_step / median,
+        "energy_per_step_j": energy / timing["measure_steps_run"] if energy is not None else None,
+        "projected_10k_steps_s": 10_000 * median,
+        # the first step's excess over a warm step: Inductor's compile time, or eager's cold start
+        "compile_s": max(timing["time_to_first_step_s"] - median, 0.0),
+    }
+
+
+def save_model(trainer, cfg, config_key: str, output_dir: Path) -> str:
+    """output_dir/config_key/: the trainer's weights (torch: model.safetensors) and config.json."""
     target = output_dir / config_key
     target.mkdir(parents=True, exist_ok=True)
-    save_file(trainer.state_dict(), str(target / "model.safetensors"))
+    trainer.save(target)
     (target / "config.json").write_text(
         json.dumps(cfg.to_dict() | {"config_key": config_key, "params": trainer.params}, indent=1)
     )
