@@ -61,8 +61,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for label, nodes in (("one node", NODE_A), ("two nodes", "all")):
                 out = Path(tmp) / label.replace(" ", "-")
-                wall, _ = bench("run", "--plan", args.plan, "--address", cluster.address, "--nodes", nodes,
-                                "--result-dir", str(out))  # fmt: skip
+                wall, _ = bench(
+                    "run", "--plan", args.plan, "--address", cluster.address, "--nodes", nodes, "--result-dir", str(out)
+                )
                 rows = Store(out).rows()
                 results[label] = {
                     "wall_s": round(wall, 1),

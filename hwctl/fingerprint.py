@@ -400,6 +400,3 @@ def host_fingerprint(sysfs_root: Path = SYSFS_ROOT, cpuinfo_path: Path = Path("/
     for package in VERSIONED_PACKAGES:
         row[f"sw_{package}"] = fp["software"][package]
     return row
-
-
-# ---- text for a terminal ----------------------------------------------------------------------

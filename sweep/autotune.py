@@ -14,12 +14,16 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
 from hwctl.allocator import find_allocator
+from sweep.ledger import SweepLedger
 from sweep.manifest import new_sweep_id
+from sweep.nodes import Node, local_node
 from sweep.results.store import Store
-from sweep.runner import _tune_callback_class, local_node, node_bundle, start_ray, tune_point_trial
-from sweep.sweeprun import SweepRun
-from trainables.columns import now_iso
+from sweep.tuning import StoreWriter, fit_tuner, node_bundle, ray_session, tune_point_trial
 from trainables.config import build_config
 from trainables.launcher import run_trial
 
@@ -66,78 +70,87 @@ def reproduce_command(base: dict, settings: dict) -> str:
     return "python bench.py trial " + shlex.join(f"{k}={v}" for k, v in keys.items())
 
 
-def autotune(base: dict, result_dir: Path, *, trials: int = 12, ab_rounds: int = 2, include_compile: bool = True,
-             quiet: bool = False) -> AutotuneResult:  # fmt: skip
-    import optuna
-    import ray
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-
-    cfg = build_config(base)  # validated once, up front
+def autotune(
+    base: dict,
+    result_dir: Path,
+    *,
+    trials: int = 12,
+    ab_rounds: int = 2,
+    include_compile: bool = True,
+    quiet: bool = False,
+) -> AutotuneResult:
+    build_config(base)  # validated once, up front
     space = search_space(include_compile)
     default = defaults_of(base, space)
-    store = Store(result_dir)
     sweep_id = new_sweep_id("autotune", result_dir)
-    sweep = SweepRun(sweep_id, "autotune", store, quiet=quiet, expected=trials)
-    started_here = not ray.is_initialized()
-    if started_here:
-        start_ray(None, "127.0.0.1", 8265, quiet)
-    try:
-        searcher = OptunaSearch(
-            metric="step_time_median_s",
-            mode="min",
-            points_to_evaluate=[default],  # measure the defaults first: TPE starts from a known point
-            # TPE samples at random for its first n_startup_trials (10 by default): with a budget of a
-            # dozen trials that would be all of them
-            sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=max(2, trials // 3)),
-        )
+    sweep = SweepLedger(sweep_id, "autotune", Store(result_dir), quiet=quiet, expected=trials)
+    with ray_session(quiet=quiet):
         node = local_node()
-        trainable = tune.with_resources(
-            tune.with_parameters(tune_point_trial, base=base, study="autotune", phase="autotune"),
-            node_bundle(node.ip, node.cpus),
-        )
-        tune.Tuner(
-            trainable,
-            param_space={k: tune.choice(v) for k, v in space.items()},
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=trials, max_concurrent_trials=1, reuse_actors=True
-            ),
-            run_config=tune.RunConfig(
-                name=sweep_id,
-                storage_path=str((result_dir / "tune").resolve()),
-                callbacks=[_tune_callback_class()(sweep, ("autotune", "autotune", base, node.ip))],
-                verbose=0,
-            ),  # fmt: skip
-        ).fit()
-    finally:
-        if started_here:
-            ray.shutdown()
-    searched = [r for r in store.rows(sweep_id) if r["status"] == "ok"]
+        search(sweep, base, space, default, trials, node, result_dir)
+    searched = [r for r in sweep.store.rows(sweep_id) if r["status"] == "ok"]
     if not searched:
         raise RuntimeError(f"autotune {sweep_id}: no trial finished; see bench.py query over sweep '{sweep_id}'")
     best_row = min(searched, key=lambda r: r["step_time_median_s"])
     best = {k: best_row[k] for k in space}
-    ab_rows = ab_measure(cfg, base, default, best, sweep_id, store, ab_rounds, node.ip)
+    # the A/B rows print no progress line: the ledger's [done/total] counts the searched settings
+    sweep.quiet = True
+    ab_rows = ab_measure(sweep, base, default, best, ab_rounds, node.ip)
     a = [r["step_time_median_s"] for r in ab_rows if r["ab_arm"] == "default"]
     b = [r["step_time_median_s"] for r in ab_rows if r["ab_arm"] == "best"]
     ratios = [x / y for x, y in zip(a, b, strict=True)]
     return AutotuneResult(
-        sweep_id, best, default, statistics.median(a) / statistics.median(b), min(ratios), max(ratios), ab_rows,
+        sweep_id,
+        best,
+        default,
+        statistics.median(a) / statistics.median(b),
+        min(ratios),
+        max(ratios),
+        ab_rows,
         reproduce_command(base, best),
-    )  # fmt: skip
+    )
 
 
-def ab_measure(cfg, base, default, best, sweep_id, store, rounds, node: str) -> list[dict]:
+def search(
+    sweep: SweepLedger, base: dict, space: dict, default: dict, trials: int, node: Node, result_dir: Path
+) -> None:
+    """Optuna's TPE through Ray Tune over the space, on this node: `trials` settings, the defaults first."""
+    searcher = OptunaSearch(
+        metric="step_time_median_s",
+        mode="min",
+        points_to_evaluate=[default],  # measure the defaults first: TPE starts from a known point
+        # TPE samples at random for its first n_startup_trials (10 by default): with a budget of a
+        # dozen trials that would be all of them
+        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=max(2, trials // 3)),
+    )
+    fit_tuner(
+        tune_point_trial,
+        {"base": base, "study": "autotune", "phase": "autotune"},
+        node_bundle(node.ip, node.cpus),
+        search_alg=searcher,
+        num_samples=trials,
+        max_concurrent_trials=1,
+        store_writer=StoreWriter(sweep, ("autotune", "autotune", base, node.ip)),
+        name=sweep.sweep_id,
+        result_dir=result_dir,
+        param_space={k: tune.choice(v) for k, v in space.items()},
+    )
+
+
+def ab_measure(sweep: SweepLedger, base: dict, default: dict, best: dict, rounds: int, node: str) -> list[dict]:
     """Default and best alternately (A/B/A/B...), each a fresh worker with the same protocol."""
     rows = []
     for round_index in range(rounds):
         for arm, settings in (("default", default), ("best", best)):
-            arm_cfg = build_config(base | settings)
-            row = run_trial(arm_cfg)
-            row |= {"sweep": sweep_id, "plan": "autotune", "node": node, "study": "autotune-ab", "phase": "ab", "ab_arm": arm,
-                    "ab_round": round_index, "point": json.dumps(settings, default=str), "recorded_at": now_iso()}  # fmt: skip
-            store.append(row)
-            rows.append(row)
+            row = run_trial(build_config(base | settings))
+            row |= {
+                "node": node,
+                "study": "autotune-ab",
+                "phase": "ab",
+                "ab_arm": arm,
+                "ab_round": round_index,
+                "point": json.dumps(settings, default=str),
+            }
+            rows.append(sweep.record(row))
             if row["status"] != "ok":
                 raise RuntimeError(f"A/B re-measurement of {arm} failed: {row['error']}")
     return rows

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hwctl.files import atomic_write_text
-from sweep.sweeprun import SweepRun
+from sweep.ledger import SweepLedger
 from trainables.columns import now_iso
 
 SWEEPS_DIR = "sweeps"
@@ -22,7 +22,7 @@ def new_sweep_id(plan_name: str, result_dir: Path) -> str:
     return sweep_id
 
 
-def write_manifest(result_dir: Path, sweep: SweepRun, source: str, state: str) -> None:
+def write_manifest(result_dir: Path, sweep: SweepLedger, source: str, state: str) -> None:
     """Every (node, trial) pair of the sweep and each node's columns: --resume needs nothing else."""
     folder = result_dir / SWEEPS_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -32,9 +32,10 @@ def write_manifest(result_dir: Path, sweep: SweepRun, source: str, state: str) -
         "source": source,
         "state": state,
         "updated_at": now_iso(),
-        "refine": sweep.refine,
+        # "refine" and "trials" are the refinements and the pairs: the names older manifests were written with
+        "refine": sweep.refinements,
         "nodes": sweep.node_columns,
-        "trials": sweep.specs,
+        "trials": sweep.pairs,
     }
     atomic_write_text(folder / f"{sweep.sweep_id}.json", json.dumps(manifest, indent=1, default=str))
 

@@ -9,6 +9,7 @@ reads the node's fingerprint and measures (or reads cached) its all-core matmul 
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 
 from sweep.plan import Plan, PlanError, expand_plan
@@ -61,18 +62,38 @@ def alive_ips() -> set[str]:
     return {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
 
 
-def select_nodes(nodes: list[Node], spec: str) -> list[Node]:
+def local_node() -> Node:
+    """The node this driver runs on (autotune measures here)."""
+    from ray.util import get_node_ip_address
+
+    here = get_node_ip_address()
+    return next(n for n in alive_nodes() if n.ip == here)
+
+
+def node_gone(ip: str, wait_s: float = 20.0) -> bool:
+    """Whether the node left the cluster. Its trial's actor dies before Ray marks the node dead: wait a little."""
+    deadline = time.monotonic() + wait_s
+    while ip in alive_ips():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def select_nodes(nodes: list[Node], selection: str) -> list[Node]:
     """`all`, or a comma list of IPs and hostnames (a hostname selects every node that has it)."""
     if not nodes:
         raise NodeSelectionError("the Ray cluster has no alive node with a CPU")
-    if spec.strip() in ("", "all"):
+    if selection.strip() in ("", "all"):
         chosen = nodes
     else:
-        names = [s.strip() for s in spec.split(",") if s.strip()]
+        names = [s.strip() for s in selection.split(",") if s.strip()]
         unknown = [s for s in names if not any(s in (n.ip, n.hostname) for n in nodes)]
         if unknown:
             known = ", ".join(n.label for n in nodes)
-            raise NodeSelectionError(f"--nodes {spec}: no node {', '.join(unknown)} in the cluster (nodes: {known})")
+            raise NodeSelectionError(
+                f"--nodes {selection}: no node {', '.join(unknown)} in the cluster (nodes: {known})"
+            )
         chosen = [n for n in nodes if n.ip in names or n.hostname in names]
     ips = [n.ip for n in chosen]
     shared = sorted({ip for ip in ips if ips.count(ip) > 1})

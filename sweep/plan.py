@@ -68,7 +68,7 @@ class Plan:
     trials: list[Trial] = field(default_factory=list)
     description: str = ""
     skipped: list[str] = field(default_factory=list)  # studies or points this machine cannot run (skip_unsupported)
-    refine: dict[str, dict] = field(default_factory=dict)  # study -> {"axis", "points", "base"}: Optuna refinement
+    refinements: dict[str, dict] = field(default_factory=dict)  # study -> {"axis", "points", "base"} for Optuna
 
 
 def resolve_plan_path(name_or_path: str) -> Path:
@@ -110,28 +110,29 @@ class UnknownRange(ValueError):
     """A typo in a value range is always an error, even in a study that may be skipped."""
 
 
-def machine_values(axis: str, spec: str, allowed_cpus: set[int], sysfs_root: Path) -> list:
+def machine_values(axis: str, value_range: str, allowed_cpus: set[int], sysfs_root: Path) -> list:
     """Values that depend on the machine: '1..all' / 'pow2..all' cores, 'min..max' frequencies
     (0.4 GHz steps), 'available' governors. Raises ValueError with the reason when there are none."""
     count = len(allowed_cpus)
-    if spec == "1..all" and axis in ("cores", "threads"):
+    if value_range == "1..all" and axis in ("cores", "threads"):
         return list(range(1, count + 1))
-    if spec == "pow2..all" and axis in ("cores", "threads"):
+    if value_range == "pow2..all" and axis in ("cores", "threads"):
         return sorted({2**i for i in range(count.bit_length()) if 2**i < count} | {count})
-    if spec == "min..max" and axis == "freq_ghz":
+    if value_range == "min..max" and axis == "freq_ghz":
         steps = Frequency(sysfs_root).steps_ghz()
         if not steps:
             raise ValueError(
                 Frequency(sysfs_root).unavailable_reason() or "cpuinfo_min_freq/cpuinfo_max_freq not readable"
             )
         return steps
-    if spec == "available" and axis == "governor":
+    if value_range == "available" and axis == "governor":
         governors = Governor(sysfs_root).available_values()
         if not governors:
             raise ValueError(Governor(sysfs_root).unavailable_reason() or "no scaling_available_governors")
         return governors
     raise UnknownRange(
-        f"unknown value range {spec!r} for {axis} (1..all and pow2..all for cores/threads, min..max for freq_ghz, available for governor)"
+        f"unknown value range {value_range!r} for {axis} "
+        "(1..all and pow2..all for cores/threads, min..max for freq_ghz, available for governor)"
     )
 
 
@@ -181,9 +182,30 @@ def expand_plan(
     allowed_cpus: set[int] | None = None,
     sysfs_root: Path = SYSFS_ROOT,
 ) -> Plan:
-    problems: list[str] = []
     if not isinstance(document, dict):
         raise PlanError(source, ["a plan is a mapping with 'name', 'baseline' and 'studies'"])
+    problems: list[str] = []
+    name, baseline, studies = _plan_keys(document, problems)
+    allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
+    expansion = _Expansion(baseline, allowed, sysfs_root, record_unsupported, problems)
+    for index, study in enumerate(studies):
+        expansion.add_study(index, study)
+    if problems:
+        raise PlanError(source, problems)
+    return Plan(
+        name,
+        source,
+        baseline,
+        studies,
+        trials=expansion.trials,
+        description=document.get("description", ""),
+        skipped=expansion.skipped,
+        refinements=expansion.refinements,
+    )
+
+
+def _plan_keys(document: dict, problems: list[str]) -> tuple[str, dict, list]:
+    """The plan's name, baseline and studies; a baseline or studies of the wrong type count as empty."""
     for key in sorted(set(document) - PLAN_KEYS):
         problems.append(f"plan: key '{key}': unknown (allowed: {', '.join(sorted(PLAN_KEYS))})")
     name = document.get("name")
@@ -199,61 +221,72 @@ def expand_plan(
     if not isinstance(studies, list) or not studies:
         problems.append("plan: key 'studies': must be a non-empty list")
         studies = []
+    return name, baseline, studies
 
-    trials: list[Trial] = []
-    skipped: list[str] = []
-    refine: dict[str, dict] = {}
-    seen: set[str] = set()
-    allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
-    for index, study in enumerate(studies):
+
+@dataclass
+class _Expansion:
+    """A plan's trials, skipped points and refinements, collected study by study with every problem found."""
+
+    baseline: dict
+    allowed_cpus: set[int]
+    sysfs_root: Path
+    record_unsupported: bool
+    problems: list[str]
+    trials: list[Trial] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    refinements: dict[str, dict] = field(default_factory=dict)
+    study_names: set[str] = field(default_factory=set)
+
+    def add_study(self, index: int, study) -> None:
         if not isinstance(study, dict) or not isinstance(study.get("name"), str):
-            problems.append(f"study #{index + 1}: must be a mapping with a 'name'")
-            continue
+            self.problems.append(f"study #{index + 1}: must be a mapping with a 'name'")
+            return
         where = f"study '{study['name']}'"
-        if study["name"] in seen:
-            problems.append(f"{where}: duplicate study name")
-        seen.add(study["name"])
+        if study["name"] in self.study_names:
+            self.problems.append(f"{where}: duplicate study name")
+        self.study_names.add(study["name"])
         for key in sorted(set(study) - STUDY_KEYS):
-            problems.append(f"{where}: key '{key}': unknown (allowed: {', '.join(sorted(STUDY_KEYS))})")
+            self.problems.append(f"{where}: key '{key}': unknown (allowed: {', '.join(sorted(STUDY_KEYS))})")
         study = dict(study)
         try:
-            _expand_machine_values(study, allowed, sysfs_root)
+            _expand_machine_values(study, self.allowed_cpus, self.sysfs_root)
         except ValueError as exc:
             if study.get("skip_unsupported") and not isinstance(exc, UnknownRange):
-                skipped.append(f"{where}: skipped: {exc}")
-                continue
-            problems.append(f"{where}: {exc}")
-            continue
+                self.skipped.append(f"{where}: skipped: {exc}")
+            else:
+                self.problems.append(f"{where}: {exc}")
+            return
         if "refine" in study:
-            spec = _refine_spec(study, baseline, where, problems)
-            if spec:
-                refine[study["name"]] = spec
-        for point in _study_points(study, where, problems):
-            values = {k: v for k, v in baseline.items() if k in FIELD_TYPES} | point
-            label = format_assignments(point)
-            try:
-                cfg = build_config(values)
-            except ConfigError as exc:
-                problems.append(f"{where}: point {label}: {exc}")
-                continue
-            if any(t.study == study["name"] and t.config_key == cfg.config_key() for t in trials):
-                problems.append(f"{where}: point {label}: the same config as another point of this study")
-                continue
-            reason = unsupported_reason(cfg, allowed, sysfs_root)
-            if reason and study.get("skip_unsupported"):
-                skipped.append(f"{where}: point {label} skipped: {reason}")
-                continue
-            if reason and not record_unsupported:
-                problems.append(
-                    f"{where}: point {label}: this machine cannot run it: {reason} (--record-unsupported records it instead)"
-                )
-            trials.append(Trial(study["name"], point, cfg, reason))
-    if problems:
-        raise PlanError(source, problems)
-    return Plan(name, source, baseline, studies, trials, document.get("description", ""), skipped, refine)
+            refinement = _refinement(study, self.baseline, where, self.problems)
+            if refinement:
+                self.refinements[study["name"]] = refinement
+        for point in _study_points(study, where, self.problems):
+            self.add_point(study, point, where)
+
+    def add_point(self, study: dict, point: dict, where: str) -> None:
+        label = format_assignments(point)
+        try:
+            cfg = build_config({k: v for k, v in self.baseline.items() if k in FIELD_TYPES} | point)
+        except ConfigError as exc:
+            self.problems.append(f"{where}: point {label}: {exc}")
+            return
+        if any(t.study == study["name"] and t.config_key == cfg.config_key() for t in self.trials):
+            self.problems.append(f"{where}: point {label}: the same config as another point of this study")
+            return
+        reason = unsupported_reason(cfg, self.allowed_cpus, self.sysfs_root)
+        if reason and study.get("skip_unsupported"):
+            self.skipped.append(f"{where}: point {label} skipped: {reason}")
+            return
+        if reason and not self.record_unsupported:
+            self.problems.append(
+                f"{where}: point {label}: this machine cannot run it: {reason} "
+                "(--record-unsupported records it instead)"
+            )
+        self.trials.append(Trial(study["name"], point, cfg, reason))
 
 
-def _refine_spec(study: dict, baseline: dict, where: str, problems: list[str]) -> dict | None:
+def _refinement(study: dict, baseline: dict, where: str, problems: list[str]) -> dict | None:
     """`refine: {points: N}` on a single numeric axis with at least two numeric grid values."""
     refine, axis = study["refine"], study.get("axis")
     points = refine.get("points") if isinstance(refine, dict) else None

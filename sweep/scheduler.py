@@ -32,7 +32,7 @@ class NodeQueue(Searcher):
         known_lost: set[str],
     ):
         super().__init__(metric="step_time_median_s", mode="min")
-        self.pending = {node: list(indices) for node, indices in pending.items()}  # node IP -> spec indices
+        self.pending = {node: list(indices) for node, indices in pending.items()}  # node IP -> its pair indices
         self.config_of, self.alive_ips = config_of, alive_ips
         self.known_lost = known_lost  # nodes the runner saw go (their trial failed): shared, read every time
         self.running: dict[str, str] = {}  # node -> Tune trial id

@@ -7,6 +7,7 @@ import pytest
 from sweep.autotune import SETTINGS, autotune
 from sweep.results.store import Store
 from tests.conftest import TINY
+from trainables.columns import unknown_columns
 
 
 def test_autotune_returns_settings_and_records_the_ab_measurement(tmp_path):
@@ -23,6 +24,7 @@ def test_autotune_returns_settings_and_records_the_ab_measurement(tmp_path):
     first = min(searched, key=lambda r: r["recorded_at"])
     assert json.loads(first["point"]) == result.default
     assert [(r["ab_round"], r["ab_arm"]) for r in ab] == [(0, "default"), (0, "best"), (1, "default"), (1, "best")]
+    assert [unknown_columns(r) for r in rows] == [[]] * len(rows)  # every column is in the registry
     assert len({r["node"] for r in rows}) == 1  # searched and A/B rows name the one node they ran on
     assert all(r["status"] == "ok" and r["pinning"] == result.best["pinning"] for r in ab if r["ab_arm"] == "best")
     medians = {arm: sorted(r["step_time_median_s"] for r in ab if r["ab_arm"] == arm) for arm in ("default", "best")}

@@ -4,8 +4,8 @@ import json
 import subprocess
 import sys
 
+from tests.bench_process import run_bench
 from tests.conftest import REPO_ROOT, TINY
-from tests.sweeprun import run_bench
 
 
 def bench(*args):

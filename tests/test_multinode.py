@@ -16,7 +16,7 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from sweep.results.store import Store
-from tests.sweeprun import kill_session, run_bench, start_bench, write_plan
+from tests.bench_process import kill_session, run_bench, start_bench, write_plan
 
 HEAD, SECOND, THIRD = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 
@@ -60,12 +60,16 @@ def test_the_plan_runs_once_on_every_node_with_per_node_validation(cluster, tmp_
     add_node(cluster, SECOND, {0})  # one core
     plan = write_plan(
         tmp_path / "nodes.yaml",
-        [{"name": "width", "axis": "width", "values": [32, 48]}, {"name": "threads", "axis": "threads", "values": [1, 2]}],
+        [
+            {"name": "width", "axis": "width", "values": [32, 48]},
+            {"name": "threads", "axis": "threads", "values": [1, 2]},
+        ],
         name="nodes",
-    )  # fmt: skip
+    )
     store = Store(tmp_path / "store")
-    unknown = run_bench("run", "--plan", str(plan), "--address", cluster.address, "--nodes", "10.9.9.9",
-                        "--result-dir", str(store.root))  # fmt: skip
+    unknown = run_bench(
+        "run", "--plan", str(plan), "--address", cluster.address, "--nodes", "10.9.9.9", "--result-dir", str(store.root)
+    )
     assert unknown.returncode == 2 and "no node 10.9.9.9 in the cluster (nodes: " in unknown.stdout
     assert f"({HEAD}), " in unknown.stdout and not store.files()
     done = run_bench("run", "--plan", str(plan), "--address", cluster.address, "--result-dir", str(store.root))
@@ -97,8 +101,11 @@ def test_a_node_lost_mid_sweep_gives_a_failed_row_and_resume_fills_the_gaps(clus
     plan = write_plan(
         tmp_path / "lost.yaml",
         [{"name": "seed", "axis": "seed", "values": [0, 1, 2]}],
-        name="lost", threads=1, measure_steps=10_000, measure_seconds=3,
-    )  # fmt: skip
+        name="lost",
+        threads=1,
+        measure_steps=10_000,
+        measure_seconds=3,
+    )
     store = Store(tmp_path / "store")
     proc = start_bench("run", "--plan", str(plan), "--address", cluster.address, "--result-dir", str(store.root))
     try:

@@ -5,7 +5,7 @@ import pytest
 
 from sweep.nodes import Node, NodePlan, NodeSelectionError, expand_here, nowhere_runnable, select_nodes
 from sweep.plan import PlanError, expand_plan
-from tests.sweeprun import TINY_BASELINE
+from tests.bench_process import TINY_BASELINE
 
 # this machine's two cores stand in for a two-core node and for one-core nodes
 NODES = [

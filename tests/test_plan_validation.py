@@ -46,9 +46,11 @@ def test_trials_are_the_studies_points():
     assert [(t.study, t.point) for t in p.trials[:2]] == [("width", {"width": 32}), ("width", {"width": 64})]
     grid = [t.point for t in p.trials if t.study == "grid"]
     assert grid == [
-        {"width": 32, "attention": "full"}, {"width": 32, "attention": "sliding"},
-        {"width": 64, "attention": "full"}, {"width": 64, "attention": "sliding"},
-    ]  # fmt: skip
+        {"width": 32, "attention": "full"},
+        {"width": 32, "attention": "sliding"},
+        {"width": 64, "attention": "full"},
+        {"width": 64, "attention": "sliding"},
+    ]
     # a point two studies share runs once per study: same config_key, different identity
     shared = [t for t in p.trials if t.point == {"width": 64}]
     assert (

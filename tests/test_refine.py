@@ -10,7 +10,7 @@ import pytest
 from sweep.refine import BendSampler, distribution_for, optuna_storage, study_name
 from sweep.results.fit import segmented_fit
 from sweep.results.store import Store
-from tests.sweeprun import kill_session, run_bench, start_bench, write_plan
+from tests.bench_process import kill_session, run_bench, start_bench, write_plan
 from tests.test_sweep_end_to_end import wait_for_rows
 
 KNEE = 700.0

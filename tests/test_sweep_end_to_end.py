@@ -10,7 +10,8 @@ from pathlib import Path
 import psutil
 
 from sweep.results.store import Store
-from tests.sweeprun import kill_session, run_bench, start_bench, write_plan
+from tests.bench_process import kill_session, run_bench, start_bench, write_plan
+from trainables.columns import unknown_columns
 
 
 def test_smoke_plan_end_to_end(tmp_path):
@@ -19,14 +20,18 @@ def test_smoke_plan_end_to_end(tmp_path):
     rows = Store(tmp_path).rows()
     assert len(rows) == 4
     assert sorted((r["study"], json.loads(r["point"])[r["study"]]) for r in rows) == [
-        ("attention", "full"), ("attention", "sliding"), ("width", 32), ("width", 64),
-    ]  # fmt: skip
+        ("attention", "full"),
+        ("attention", "sliding"),
+        ("width", 32),
+        ("width", 64),
+    ]
     assert len({r["sweep"] for r in rows}) == 1 and rows[0]["sweep"].startswith("smoke-")
     for r in rows:
         assert r["status"] == "ok" and r["step_time_median_s"] > 0 and r["loss_last"] > 0
         assert r["hw_cpu_model"] and r["hw_logical_cores"] >= 1 and r["sw_torch"].startswith("2.13")
         assert json.loads(r["env"])["OMP_NUM_THREADS"] == str(r["threads"])
         assert r["node"] and r["host"] == socket.gethostname() and r["schema_version"] == 1
+        assert unknown_columns(r) == [], "a stored column the registry (trainables/columns.py) lacks"
     # progress lines with an ETA, then the per-study summary with ratios to the first value
     assert "[4/4]" in done.stdout and "ETA" in done.stdout
     assert "study width" in done.stdout and "vs first" in done.stdout and "1.00x" in done.stdout
@@ -39,8 +44,8 @@ def test_smoke_plan_end_to_end(tmp_path):
     pngs = list(report.glob("*.png"))
     assert len(pngs) >= 2 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
 
-    query = run_bench("query", "SELECT study, count(*) AS n FROM trials GROUP BY study ORDER BY study", "--format", "json",
-                      "--result-dir", str(tmp_path))  # fmt: skip
+    sql = "SELECT study, count(*) AS n FROM trials GROUP BY study ORDER BY study"
+    query = run_bench("query", sql, "--format", "json", "--result-dir", str(tmp_path))
     assert query.returncode == 0
     assert json.loads(query.stdout.strip().splitlines()[-1]) == [
         {"study": "attention", "n": 2},
@@ -80,8 +85,9 @@ def test_failures_become_rows_and_the_dashboard_stays_on_loopback(tmp_path):
             {"name": "timeout", "axis": "timeout_s", "values": [1]},
             {"name": "ok", "axis": "seed", "values": [0]},
         ],
-        measure_steps=1000, measure_seconds=2,
-    )  # fmt: skip
+        measure_steps=1000,
+        measure_seconds=2,
+    )
     port = 8365
     proc = start_bench(
         "run", "--plan", str(plan), "--result-dir", str(tmp_path / "store"), "--dashboard-port", str(port)

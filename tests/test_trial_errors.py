@@ -3,10 +3,10 @@
 import json
 from types import SimpleNamespace
 
+from sweep.ledger import SweepLedger, pair_of
 from sweep.plan import load_plan
 from sweep.results.store import Store
-from sweep.runner import _tune_callback_class
-from sweep.sweeprun import SweepRun, spec_of
+from sweep.tuning import StoreWriter
 from tests.conftest import TINY
 
 
@@ -20,9 +20,9 @@ def ray_trial(config: dict, error_text: str, tmp_path):
 def test_grid_and_searcher_trials_that_error_in_ray_are_recorded(tmp_path):
     store = Store(tmp_path / "store")
     node = "10.0.0.7"  # not in any Ray cluster: the callback does not wait for it to be marked dead
-    specs = [spec_of(i, node, "h7", t) for i, t in enumerate(load_plan("smoke").trials)]
-    sweep = SweepRun("s-1", "smoke", store, specs=specs, node_columns={node: {"host": "h7"}}, quiet=True)
-    writer = _tune_callback_class()(sweep, ("width", "refine", TINY, node))
+    pairs = [pair_of(i, node, "h7", t) for i, t in enumerate(load_plan("smoke").trials)]
+    sweep = SweepLedger("s-1", "smoke", store, pairs=pairs, node_columns={node: {"host": "h7"}}, quiet=True)
+    writer = StoreWriter(sweep, ("width", "refine", TINY, node))
     death = "Traceback ...\nray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
     writer.on_trial_error(0, [], ray_trial({"trial": {"i": 1, "study": "width", "width": 64}}, death, tmp_path))
     writer.on_trial_error(0, [], ray_trial({"width": 48}, death, tmp_path))

@@ -1,4 +1,4 @@
-"""The driver's bookkeeping of one sweep: its (node, trial) pairs, which of them the store already holds,
+"""The driver's ledger of one sweep: its (node, trial) pairs, which of them the store already holds,
 writing each row as it arrives, and the progress line.
 
 A pair's identity is `node/study/config_key`: the same plan point measured on two nodes is two trials.
@@ -22,35 +22,40 @@ def pair_identity(node: str | None, study: str, config_key: str) -> str:
     return f"{node or ''}/{study}/{config_key}"
 
 
-def spec_of(index: int, node: str, host: str, trial: Trial) -> dict:
+def pair_of(index: int, node: str, host: str, trial: Trial) -> dict:
     """One (node, trial) pair as the manifest, Tune and the rows see it."""
     return {
-        "index": index, "node": node, "host": host, "study": trial.study, "point": trial.point,
-        "config": trial.config.to_dict(), "unsupported": trial.unsupported,
+        "index": index,
+        "node": node,
+        "host": host,
+        "study": trial.study,
+        "point": trial.point,
+        "config": trial.config.to_dict(),
+        "unsupported": trial.unsupported,
         "identity": pair_identity(node, trial.study, trial.config_key),
-    }  # fmt: skip
+    }
 
 
-class SweepRun:
+class SweepLedger:
     def __init__(
         self,
         sweep_id: str,
         plan_name: str,
         store: Store,
         *,
-        specs: list[dict] | None = None,
+        pairs: list[dict] | None = None,
         node_columns: dict[str, dict] | None = None,
-        refine: dict | None = None,
+        refinements: dict[str, dict] | None = None,
         quiet: bool = False,
         expected: int | None = None,
     ):
         self.sweep_id, self.plan_name, self.store, self.quiet = sweep_id, plan_name, store, quiet
-        self.specs = specs or []
+        self.pairs = pairs or []
         self.node_columns = node_columns or {}  # node IP -> host and fingerprint columns read on the node
-        self.refine = refine or {}
+        self.refinements = refinements or {}  # study -> its refinement: {"axis", "points", "base"}
         # rows this sweep will record: every pair plus each node's refined points (or what the caller says)
-        refined = sum(s["points"] for s in self.refine.values()) * max(len(self.node_columns), 1)
-        self.expected = expected if expected is not None else len(self.specs) + refined
+        refined = sum(r["points"] for r in self.refinements.values()) * max(len(self.node_columns), 1)
+        self.expected = expected if expected is not None else len(self.pairs) + refined
         self.done = store.identities(sweep_id)
         self.started = time.perf_counter()
         self.recorded_here = 0
@@ -61,11 +66,12 @@ class SweepRun:
     def nodes(self) -> list[str]:
         return list(self.node_columns)
 
-    def record(self, row: dict) -> None:
+    def record(self, row: dict) -> dict | None:
+        """Write the row to the store; returns it as written (None: a grid pair the store already holds)."""
         identity = pair_identity(row.get("node"), row["study"], row["config_key"])
         # never a duplicate grid row, whatever Tune replays; a searcher may measure a point twice
         if identity in self.done and row.get("phase", "grid") == "grid":
-            return
+            return None
         # the node's columns (read there before the sweep) fill what this row lacks, e.g. a failed trial's
         row = self.node_columns.get(row.get("node"), {}) | row
         row |= {"sweep": self.sweep_id, "plan": self.plan_name, "recorded_at": now_iso()}
@@ -79,28 +85,30 @@ class SweepRun:
         if row.get("status") == "ok":
             self.steps_s += row["timed_region_s"] - row["time_to_first_step_s"]
         self._progress(row)
+        return row
 
     def _bend_score(self, row: dict) -> float | None:
         """The bend score of the interval the refined point fell in, from the points this node measured before."""
         axis, value = next(iter(json.loads(row["point"]).items()))
         before = [
-            r for r in self.store.rows(self.sweep_id)
+            r
+            for r in self.store.rows(self.sweep_id)
             if r["study"] == row["study"] and r["status"] == "ok" and r.get("node") == row.get("node")
-        ]  # fmt: skip
+        ]
         xs = [json.loads(r["point"])[axis] for r in before]
         return bend_score_of(value, xs, [r["step_time_median_s"] for r in before])
 
-    def record_failure(self, spec: dict, reason: str, status: str = "failed") -> None:
+    def record_failure(self, pair: dict, reason: str, status: str = "failed") -> None:
         """A row for a pair that produced none itself (Ray lost it, or the node cannot run it)."""
-        cfg = TrialConfig(**spec["config"])
+        cfg = TrialConfig(**pair["config"])
         row = base_row(cfg) | {
-            "study": spec["study"],
-            "trial_index": spec["index"],
-            "point": json.dumps(spec["point"]),
-            "phase": spec.get("phase", "grid"),
+            "study": pair["study"],
+            "trial_index": pair["index"],
+            "point": json.dumps(pair["point"]),
+            "phase": pair.get("phase", "grid"),
         }
-        if spec.get("node"):
-            row |= {"node": spec["node"], "host": spec.get("host") or row["host"]}
+        if pair.get("node"):
+            row |= {"node": pair["node"], "host": pair.get("host") or row["host"]}
         self.record(row | {"status": status, "error": reason, "finished_at": now_iso()})
 
     def _progress(self, row: dict) -> None:
@@ -121,23 +129,23 @@ class SweepRun:
         )
 
     def missing(self) -> list[int]:
-        return [i for i, s in enumerate(self.specs) if s["identity"] not in self.done]
+        return [i for i, pair in enumerate(self.pairs) if pair["identity"] not in self.done]
 
     def missing_on(self, nodes: set[str]) -> list[int]:
-        return [i for i in self.missing() if self.specs[i]["node"] in nodes]
+        return [i for i in self.missing() if self.pairs[i]["node"] in nodes]
 
     def refine_pending(self) -> bool:
         """A refining study still short of its points on a node (and with a grid to refine between)."""
-        if not self.refine:
+        if not self.refinements:
             return False
         rows = self.store.rows(self.sweep_id)
         for node in self.nodes:
             mine = [r for r in rows if r.get("node") == node]
-            for study, spec in self.refine.items():
+            for study, refinement in self.refinements.items():
                 refined = sum(r["study"] == study and r.get("phase") == "refine" for r in mine)
                 grid_ok = sum(
                     r["study"] == study and r.get("phase", "grid") == "grid" and r["status"] == "ok" for r in mine
                 )
-                if refined < spec["points"] and grid_ok >= 2:
+                if refined < refinement["points"] and grid_ok >= 2:
                     return True
         return False

@@ -24,9 +24,14 @@ def write_plan(path: Path, studies: list[dict], name: str = "t", **baseline) -> 
 def start_bench(*args: str, env: dict | None = None) -> subprocess.Popen:
     """bench.py in its own session, so a test can kill it and everything Ray started under it."""
     return subprocess.Popen(
-        [sys.executable, "bench.py", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True, env=(os.environ | (env or {})),
-    )  # fmt: skip
+        [sys.executable, "bench.py", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=(os.environ | (env or {})),
+    )
 
 
 def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
