@@ -158,8 +158,9 @@ def run_trial(
         with HardwareSettings(sysfs_root, journal_path) as hardware:
             row["hw_settings_applied"] = json.dumps(hardware.apply(**hardware_settings(cfg)))
             row["loadavg_before"] = load_average()
+            payload = worker_payload(cfg, threads, cpus, data_dir, output_dir)
             outcome, worker_result, tail = _spawn_worker(
-                cfg, row, threads, cpus, env, data_dir, output_dir, worker_argv, memory_cap_mb, poll_s, sampler
+                payload, [sys.executable, *worker_argv], env, (cfg.timeout_s, memory_cap_mb, poll_s), sampler.sample
             )
             row["loadavg_after"] = load_average()
     except ControlUnavailable as exc:
@@ -175,23 +176,27 @@ def run_trial(
     return row
 
 
-def _spawn_worker(cfg, row, threads, cpus, env, data_dir, output_dir, worker_argv, memory_cap_mb, poll_s, sampler):
+def worker_payload(cfg: TrialConfig, threads: int, cpus: list[int] | None, data_dir: Path, output_dir: Path) -> dict:
+    """What the worker process is told (trainables/worker.py reads it): the config with its resolved threads."""
+    return {
+        "config": cfg.to_dict() | {"threads": threads},
+        "config_key": cfg.config_key(),
+        "cpus": cpus,
+        "data_dir": str(data_dir),
+        "output_dir": str(output_dir),
+        "parent_pid": os.getpid(),
+    }
+
+
+def _spawn_worker(payload: dict, command: list[str], env: dict, limits: tuple[float, int, float], on_poll):
+    """Run the worker on the payload; (outcome, its result or {}, the tail of its stderr). limits: (timeout_s,
+    memory_cap_mb, poll_s)."""
     with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp:
         payload_path, result_path = Path(tmp) / "payload.json", Path(tmp) / "result.json"
-        payload = {
-            "config": cfg.to_dict() | {"threads": threads},
-            "config_key": row["config_key"],
-            "cpus": cpus,
-            "data_dir": str(data_dir),
-            "output_dir": str(output_dir),
-            "parent_pid": os.getpid(),
-            "spawned_at": time.time(),
-        }
-        payload_path.write_text(json.dumps(payload))
+        payload_path.write_text(json.dumps(payload | {"spawned_at": time.time()}))
         stderr_path = Path(tmp) / "stderr.txt"
         with open(stderr_path, "wb") as stderr:
-            argv = [sys.executable, *worker_argv, str(payload_path), str(result_path)]
-            outcome = _watch(argv, env, stderr, cfg.timeout_s, memory_cap_mb, poll_s, sampler.sample)
+            outcome = _watch([*command, str(payload_path), str(result_path)], env, stderr, *limits, on_poll)
         tail = stderr_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
         worker_result = json.loads(result_path.read_text()) if result_path.exists() else {}
     return outcome, worker_result, tail
