@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, TINY
 from tests.fake_trainer import FakeTrainer
+from trainables.columns import unknown_columns
 from trainables.config import ConfigError, build_config
 from trainables.timing import PHASES_FUSED, measure
 from trainables.trainer import framework_names, load_trainer, parse_trainers
@@ -92,3 +93,5 @@ def test_a_fused_framework_runs_through_the_real_worker_without_torch():
     assert row["peak_method"].startswith("best GFLOP/s of np.matmul float32") and row["peak_cached"] is False
     assert row["params"] == 2 * 512 * 64  # the fake's own two tables, not the configured GPT
     assert row["blas"] in ("openblas", "mkl", "blis")
+    assert json.loads(row["env"])["BENCH_TRAINERS"] == FAKE  # the row says which module the framework came from
+    assert unknown_columns(row) == []

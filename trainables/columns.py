@@ -226,7 +226,11 @@ RECORDED_COLUMNS = [
     _recorded("sw_jax", "str", "JAX version on the node (None when not installed)"),
     _recorded("sw_blas", "str", "BLAS libraries threadpoolctl finds loaded on the node", compare="BLAS"),
     _recorded("affinity", "str", "the CPU list the worker was pinned to (None: not confined)", summary="{}"),
-    _recorded("env", "json", "numeric-library variables the worker ran with (OMP_*, MKL_*, OPENBLAS_*, LD_PRELOAD, …)"),
+    _recorded(
+        "env",
+        "json",
+        "numeric-library variables the worker ran with (OMP_*, MKL_*, OPENBLAS_*, LD_PRELOAD, …; BENCH_TRAINERS)",
+    ),
     _recorded("affinity_read_back", "str", "the worker's CPU mask, read back before the framework loads"),
     _recorded("thread_affinity", "str", "each thread's CPU mask after training, ';'-separated distinct masks"),
     _recorded("torch_threads", "int", "torch.get_num_threads() in the worker"),

@@ -46,6 +46,7 @@ RECORDED_PREFIXES = (
     "TORCH",
     "MALLOC_",
     "LD_PRELOAD",
+    "BENCH_TRAINERS",  # a framework registered from outside (trainables/trainer.py): which module ran it
 )
 STDERR_TAIL_CHARS = 2000
 TERMINATE_GRACE_S = 5.0
