@@ -22,6 +22,7 @@ from sweep.plan import PlanError
 from sweep.results.store import DEFAULT_RESULT_DIR
 from trainables.columns import COLUMNS, KINDS, columns_markdown, summary_columns
 from trainables.config import ConfigError, build_config, parse_assignments
+from trainables.dataset import OFFLINE_DATASET
 
 
 def print_summary(row: dict) -> None:
@@ -35,10 +36,19 @@ def print_summary(row: dict) -> None:
         print("    " + row["stderr_tail"].strip().replace("\n", "\n    "))
 
 
+def offline_dataset(values: dict) -> dict:
+    """--dataset-offline: the config values with dataset=offline; naming another dataset as well is an error."""
+    named = values.get("dataset")
+    if named not in (None, "", "auto", OFFLINE_DATASET):
+        raise ConfigError(f"--dataset-offline contradicts dataset={named}")
+    return values | {"dataset": OFFLINE_DATASET}
+
+
 def cmd_trial(args) -> int:
     from trainables.launcher import run_trial
 
-    cfg = build_config(parse_assignments(args.assignments))
+    values = parse_assignments(args.assignments)
+    cfg = build_config(offline_dataset(values) if args.dataset_offline else values)
     row = run_trial(cfg)
     if args.json:
         print(json.dumps(row, default=str))
@@ -57,17 +67,21 @@ def cmd_plan(args) -> int:
 
 def cmd_run(args) -> int:
     from sweep.nodes import expand_here
-    from sweep.plan import load_plan, read_plan_document
+    from sweep.plan import expand_plan, read_plan_document
     from sweep.results.store import Store
     from sweep.results.tables import study_summary
     from sweep.runner import run_sweep
 
     result_dir = Path(args.result_dir)
     document = source = None
+    if args.resume and args.dataset_offline:
+        raise ConfigError("--dataset-offline starts a new sweep; --resume continues one with its own datasets")
     if not args.resume:
         document, source = read_plan_document(args.plan)
+        if args.dataset_offline and isinstance(document, dict) and isinstance(document.get("baseline") or {}, dict):
+            document = document | {"baseline": offline_dataset(document.get("baseline") or {})}
         if not args.address:  # this machine is the only node: validate here, before Ray starts
-            load_plan(args.plan, record_unsupported=args.record_unsupported)
+            expand_plan(document, source, record_unsupported=args.record_unsupported)
         else:  # the plan's own problems, here and at once; what each node can run is asked on the node
             expand_here(document, source)
     started = time.perf_counter()
@@ -82,6 +96,7 @@ def cmd_run(args) -> int:
         record_unsupported=args.record_unsupported,
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
+        repeats=args.repeats,
     )
     wall = time.perf_counter() - started
     print()
@@ -201,6 +216,10 @@ def cmd_hw(args) -> int:
 
 
 RECORD_UNSUPPORTED_HELP = "values this machine cannot honour become 'unsupported' rows"
+DATASET_OFFLINE_HELP = (
+    "train on the offline corpus (dataset=offline, the Python docs) instead of the hub dataset; without it the "
+    "default dataset is the hub's where this node can have it, and offline otherwise"
+)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -230,6 +249,7 @@ def add_trial_parser(commands) -> None:
         "assignments", nargs="*", metavar="key=value", help="config keys, e.g. width=512 attention=local"
     )
     trial.add_argument("--json", action="store_true", help="print the result row as one JSON object")
+    trial.add_argument("--dataset-offline", action="store_true", help=DATASET_OFFLINE_HELP)
     trial.set_defaults(func=cmd_trial)
 
 
@@ -249,7 +269,14 @@ def add_run_parser(commands, store) -> None:
         "--resume", action="store_true", help="continue an interrupted sweep (the newest unfinished one, or --sweep)"
     )
     run.add_argument("--sweep", help="with --resume: the sweep id to continue")
+    run.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help="run each point N times (1 to 20), in shuffled rounds; overrides the plan's repeats (default 1)",
+    )
     run.add_argument("--record-unsupported", action="store_true", help=RECORD_UNSUPPORTED_HELP)
+    run.add_argument("--dataset-offline", action="store_true", help=DATASET_OFFLINE_HELP + " (the plan's baseline)")
     run.add_argument(
         "--address", help="run on an existing Ray cluster (auto or HOST:PORT) instead of starting one on this machine"
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import socket
 from collections import Counter
@@ -23,6 +24,10 @@ from pathlib import Path
 from hwctl.cores import SYSFS_ROOT, parse_cpu_list, read_topology
 
 PROC_ROOT = Path("/proc")
+# A testing hook: a cpuinfo file read instead of /proc/cpuinfo, so the suite can be run as if on another CPU
+# (tests/fixtures/cpuinfo-*). Worker processes inherit it with the environment. Only the model and the ISA flags
+# change: torch's dispatch, the cores and the kernel stay the real machine's.
+CPUINFO_ENV = "BENCH_CPUINFO"
 ISA_FLAGS_X86 = (
     "avx2",
     "fma",
@@ -54,6 +59,12 @@ def cpuinfo_fields(text: str) -> dict[str, str]:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     return fields
+
+
+def cpuinfo_file(proc_root: Path = PROC_ROOT) -> Path:
+    """proc_root/cpuinfo, or, for the real /proc, the file BENCH_CPUINFO names when it is set."""
+    simulated = os.environ.get(CPUINFO_ENV)
+    return Path(simulated) if simulated and proc_root == PROC_ROOT else proc_root / "cpuinfo"
 
 
 def _read(path: Path) -> str | None:
@@ -109,14 +120,14 @@ def _size_kb(text: str) -> int | None:
 
 # ---- hardware sections ------------------------------------------------------------------------
 def read_cpu(proc_root: Path) -> dict:
-    info = cpuinfo_fields(_read(proc_root / "cpuinfo") or "")
+    info = cpuinfo_fields(_read(cpuinfo_file(proc_root)) or "")
     # aarch64 has "Features" and no "model name"
     flags = set((info.get("flags") or info.get("Features") or "").split())
     relevant = ISA_FLAGS_ARM if platform.machine() in ("aarch64", "arm64") else ISA_FLAGS_X86
     return {
         "vendor": info.get("vendor_id") or info.get("CPU implementer"),
         "model": info.get("model name") or platform.processor() or None,
-        "source": str(proc_root / "cpuinfo"),
+        "source": str(cpuinfo_file(proc_root)),
         "arch": platform.machine(),
         "isa": [f for f in ISA_FLAGS if f in flags],
         "isa_missing": [f for f in relevant if f not in flags],
@@ -324,8 +335,8 @@ def _software_probes() -> dict:
 def full_fingerprint(sysfs_root: Path = SYSFS_ROOT, proc_root: Path = PROC_ROOT) -> dict:
     """The nested description of this node that `bench.py hw` prints."""
     fp = hardware_fingerprint(sysfs_root, proc_root)
-    # py-cpuinfo describes the CPU this process runs on: only ask it when describing the real /proc
-    if proc_root == PROC_ROOT and (extra := _py_cpuinfo()):
+    # py-cpuinfo describes the CPU this process runs on: only ask it when describing the real /proc/cpuinfo
+    if cpuinfo_file(proc_root) == PROC_ROOT / "cpuinfo" and (extra := _py_cpuinfo()):
         fp["cpu"]["py_cpuinfo"] = extra
         fp["cpu"]["display"] = extra["brand"] or fp["cpu"]["model"]
     else:

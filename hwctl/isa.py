@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwctl.fingerprint import cpuinfo_fields
+from hwctl.fingerprint import cpuinfo_fields, cpuinfo_file
 
 # cap -> (CPU flags it needs, environment that imposes it)
 ISA_CAPS = {
@@ -44,9 +44,10 @@ ISA_CAPS = {
 }
 
 
-def cpu_flags(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> set[str]:
+def cpu_flags(cpuinfo_path: Path | None = None) -> set[str]:
+    """The flags of /proc/cpuinfo (or of the file BENCH_CPUINFO names: a testing hook, see fingerprint.py)."""
     try:
-        return set(cpuinfo_fields(cpuinfo_path.read_text()).get("flags", "").split())
+        return set(cpuinfo_fields((cpuinfo_path or cpuinfo_file()).read_text()).get("flags", "").split())
     except OSError:
         return set()
 
@@ -61,3 +62,19 @@ def isa_unsupported_reason(isa: str, flags: set[str] | None = None) -> str | Non
 
 def isa_environment(isa: str | None) -> dict[str, str]:
     return dict(ISA_CAPS[isa][1]) if isa else {}
+
+
+# CPU flags with which oneDNN runs bf16 matmuls in hardware rather than converting to fp32 kernels: AVX512-BF16
+# (bf16 dot products), AMX-BF16 (tile matmuls), AVX-NE-CONVERT (bf16 loads and converts of its AVX2-VNNI-2 kernels)
+BF16_NATIVE_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
+
+
+def bf16_native_reason(isa: str | None = None, flags: set[str] | None = None) -> str | None:
+    """None where bf16 matmuls run natively on this CPU under the ISA cap `isa`; otherwise why not."""
+    flags = cpu_flags() if flags is None else flags
+    if not flags & set(BF16_NATIVE_FLAGS):
+        return f"the CPU has none of {', '.join(BF16_NATIVE_FLAGS)} (cpuinfo flags)"
+    # measured: capped at AVX512_CORE, oneDNN runs bf16 matmuls as gemm:jit:bf16 (fp32 FMAs); at AVX2 ATen runs them
+    if isa and not ISA_CAPS[isa][0] & set(BF16_NATIVE_FLAGS):
+        return f"isa={isa} caps oneDNN at {ISA_CAPS[isa][1]['ONEDNN_MAX_CPU_ISA']}, below its bf16 instructions"
+    return None

@@ -1,29 +1,41 @@
 """Measured peaks that efficiency figures divide by: matmul GFLOP/s (fp32, bf16) and triad memory
-bandwidth, per thread count.
+bandwidth, per thread count; and which library runs a matmul.
 
-Everything is measured in the calling process, so with its threads, affinity and allocator, and
-cached in `cache_dir/host_peaks.json`. The file holds one section per host + fingerprint id
-(fingerprint.py: CPU, cores, ISA, kernel, torch, memory, cpufreq limits, governor, turbo), so a
-changed machine or setting measures again while the old figures stay for the old fingerprint. Within
-a section an entry is keyed by what the measuring process adds: figure, dtype, threads, the number of
-CPUs it may run on (a trial is pinned), torch's CPU capability (ATEN_CPU_CAPABILITY caps it) and the
-oneDNN/MKL ISA caps when set.
+Everything is measured in the calling process, so with its threads, affinity and allocator: a trial's
+worker measures under the trial's own conditions. Figures are cached in `cache_dir/host_peaks.json`,
+one section per host + fingerprint id (fingerprint.py: CPU, cores, ISA, kernel, torch, memory, cpufreq
+limits, governor, turbo), so a changed machine or setting measures again while the old figures stay for
+the old fingerprint. Within a section an entry is keyed by figure, dtype, threads and what the
+measuring process runs under (`measuring_conditions`): its CPUs in OpenMP place order, the OpenMP
+binding, the preloaded allocator, torch's CPU capability and the oneDNN/MKL ISA caps. A sweep calls
+`refresh_peaks` on each node before its first trial: entries measured before that are stale, so each
+set of conditions is measured once per sweep, by its first trial, and reused by the rest.
+
+Why a cache and not a measurement in every worker (measured on the 2-core development VM, idle): a
+peak costs 0.6 s of worker time on 2 threads, 1.05 s on 1 (fp32), 0.4-0.5 s more for bf16, and the
+library probe 0.2-0.7 s (MKL's first verbose call times the CPU clock): 10-20% of a quick-plan trial
+(~8 s). The quick plan's 67 trials here run under 9 sets of conditions (18 with the Linear shapes the
+library probe keys on): about 10 s per sweep instead of 55-90 s. A hit costs under 1 ms.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
 import socket
+import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hwctl.cores import SYSFS_ROOT
+from hwctl.cores import SYSFS_ROOT, format_cpu_list
 from hwctl.files import atomic_write_text
 from hwctl.fingerprint import PROC_ROOT, host_fingerprint, meminfo_kb, read_caches
+from hwctl.isa import bf16_native_reason, cpu_flags
 
 CACHE_FILE = "host_peaks.json"
 MATMUL_SIZES = (512, 1024, 2048)
@@ -31,7 +43,6 @@ MATMUL_REPEATS = 5
 # one 2048^3 fp32 call takes ~0.16 s on one thread here: a budget per size keeps a thread count well
 # under 2 s; the best call, not the mean, is the peak, so fewer calls on the big size cost little
 MATMUL_SECONDS_PER_SIZE = 0.15
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 DTYPE_LABELS = {"float32": "fp32", "bfloat16": "bf16"}
 TRIAD_MIN_ARRAY_BYTES = 64 * 2**20
 TRIAD_REPEATS = 10
@@ -56,16 +67,17 @@ def triad_method(array_bytes: int) -> str:
 
 # ---- what is and is not measurable --------------------------------------------------------------
 def bf16_unsupported_reason(isa: str) -> str | None:
-    """Without native bf16 the CPU converts and runs fp32 kernels: a "bf16 peak" would be meaningless."""
-    if any(flag in isa.split(",") for flag in BF16_FLAGS):
-        return None
-    return f"unsupported: the CPU has none of {', '.join(BF16_FLAGS)} (cpuinfo flags)"
+    """Without native bf16 the CPU converts and runs fp32 kernels: a "bf16 peak" would be meaningless.
+    isa: CPU flags, comma-separated."""
+    reason = bf16_native_reason(flags=set(isa.split(",")))
+    return f"unsupported: {reason}" if reason else None
 
 
 def _unsupported(dtype_name: str) -> str | None:
     if dtype_name not in DTYPE_LABELS:
         raise ValueError(f"dtype_name={dtype_name!r}: allowed are {', '.join(DTYPE_LABELS)}")
-    return bf16_unsupported_reason(host_fingerprint()["hw_isa"]) if dtype_name == "bfloat16" else None
+    # cpuinfo's flags, not the fingerprint's hw_isa: that lists a selection, without avx_ne_convert
+    return bf16_unsupported_reason(",".join(sorted(cpu_flags()))) if dtype_name == "bfloat16" else None
 
 
 @contextlib.contextmanager
@@ -141,17 +153,97 @@ def measure_memory_bandwidth_gbs(threads: int, array_bytes: int | None = None) -
     return 3 * 4 * n / best / 1e9
 
 
+# ---- which library runs a matmul ----------------------------------------------------------------
+def verbose_lines(run) -> tuple[list[str], bool]:
+    """(what MKL and oneDNN print while run() executes, their verbose mode switched on in this process; whether both
+    could be switched on).
+
+    Both print to the C stdout (file descriptor 1), which is borrowed meanwhile; the caller's output is flushed
+    first and lands where it did before.
+    """
+    import torch
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 1)
+        # the _C setters, not torch.backends.*.verbose: those assert where a library cannot be made verbose
+        mkl = torch.backends.mkl.is_available() and torch._C._verbose.mkl_set_verbose(1)
+        onednn = torch.backends.mkldnn.is_available() and torch._C._verbose.mkldnn_set_verbose(1)
+        try:
+            run()
+        finally:
+            if mkl:
+                torch._C._verbose.mkl_set_verbose(0)
+            if onednn:
+                torch._C._verbose.mkldnn_set_verbose(0)
+            libc.fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+        capture.seek(0)
+        return capture.read().decode(errors="replace").splitlines(), bool(mkl and onednn)
+
+
+def libraries_in(lines: list[str]) -> list[str]:
+    """'mkl (SGEMM)', 'onednn (brg_matmul:avx512_core_bf16)': the GEMM calls of MKL_VERBOSE / ONEDNN_VERBOSE lines."""
+    found = []
+    for line in lines:
+        if line.startswith("MKL_VERBOSE ") and "GEMM" in line.split("(")[0]:
+            found.append(f"mkl ({line.split()[1].split('(')[0]})")
+        parts = line.split(",")
+        if parts[0] == "onednn_verbose" and "exec" in parts:  # ...,exec,cpu,matmul,brg_matmul:avx512_core_bf16,...
+            at = parts.index("exec")
+            found.append(f"onednn ({parts[at + 3]})" if len(parts) > at + 3 else "onednn")
+    return list(dict.fromkeys(found))
+
+
+def probe_matmul_library(dtype_name: str, m: int, k: int, n: int) -> str:
+    """The library that runs torch's Linear, (m x k) @ (k x n) in dtype_name, in this process: one call watched
+    through MKL's and oneDNN's verbose output. Where both were watched and neither reported it, and torch's BLAS is
+    MKL, it was ATen's own kernel ("aten"); "unknown" where that cannot be told."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    inputs, weight = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
+    lines, watched = verbose_lines(lambda: torch.nn.functional.linear(inputs, weight))
+    found = libraries_in(lines)
+    if found:
+        return " + ".join(found)
+    # torch built with MKL uses it as its BLAS: silent both, the matmul ran in ATen's own kernel (measured here for
+    # bf16 under isa=avx2); without MKL it may have been another BLAS, which says nothing
+    return "aten" if watched else "unknown"
+
+
 # ---- the cache ----------------------------------------------------------------------------------
 def _section_key(fingerprint_id: str) -> str:
     return f"{socket.gethostname()}|{fingerprint_id}"
 
 
-def _entry_key(figure: str, dtype_name: str, threads: int) -> str:
+def _now() -> str:
+    # microseconds: an entry is stale when measured before the section's refreshed_at, compared as text
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def measuring_conditions() -> str:
+    """What the calling process measures under, besides the host's fingerprint and its thread count."""
     import torch
 
-    capability = torch.backends.cpu.get_cpu_capability()
-    key = f"{figure}|{dtype_name}|threads={threads}|cpus={len(os.sched_getaffinity(0))}|capability={capability}"
+    # OMP_PLACES: once OpenMP starts, the main thread's own mask is only the first place
+    places = os.environ.get("OMP_PLACES")
+    cpus = f"places={places}" if places else f"cpus={format_cpu_list(sorted(os.sched_getaffinity(0)))}"
+    preload = os.environ.get("LD_PRELOAD", "")
+    allocator = ",".join(Path(p).name for p in preload.replace(":", " ").split()) or "glibc"
+    key = (
+        f"{cpus}|bind={os.environ.get('OMP_PROC_BIND', 'none')}|allocator={allocator}"
+        f"|capability={torch.backends.cpu.get_cpu_capability()}"
+    )
     return key + "".join(f"|{name}={os.environ[name]}" for name in ISA_CAP_VARIABLES if os.environ.get(name))
+
+
+def _entry_key(figure: str, dtype_name: str, threads: int) -> str:
+    return f"{figure}|{dtype_name}|threads={threads}|{measuring_conditions()}"
 
 
 def _read_cache(path: Path) -> dict:
@@ -161,24 +253,42 @@ def _read_cache(path: Path) -> dict:
         return {}
 
 
-def _cached(cache_dir: Path, fingerprint_id: str, entry_key: str, measure, method: str) -> tuple[float, bool]:
-    """(value, was cached): the entry from the file, or measure() and store it."""
+@contextlib.contextmanager
+def _section_for_update(cache_dir: Path, fingerprint_id: str):
+    """This host's section of the cache file, written back on exit, under a lock: another worker may write too."""
     path = Path(cache_dir) / CACHE_FILE
-    entry = _read_cache(path).get(_section_key(fingerprint_id), {}).get("peaks", {}).get(entry_key)
-    if entry is not None:
-        return entry["value"], True
-    value = measure()  # outside the lock: a measurement must not wait on, or hold up, another process
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{CACHE_FILE}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # read-modify-write: another worker may have written meanwhile
+        fcntl.flock(lock, fcntl.LOCK_EX)
         cache = _read_cache(path)
         section = cache.setdefault(
             _section_key(fingerprint_id), {"host": socket.gethostname(), "fingerprint_id": fingerprint_id}
         )
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        section.setdefault("peaks", {})[entry_key] = {"value": value, "method": method, "measured_at": now}
+        yield section
         atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
+
+
+def _cached(cache_dir: Path, fingerprint_id: str, entry_key: str, measure, method: str) -> tuple:
+    """(value, was cached): the entry from the file unless measured before the last refresh, or measure() and store
+    it."""
+    section = _read_cache(Path(cache_dir) / CACHE_FILE).get(_section_key(fingerprint_id), {})
+    entry = section.get("peaks", {}).get(entry_key)
+    if entry is not None and entry.get("measured_at", "") >= section.get("refreshed_at", ""):
+        return entry["value"], True
+    started = _now()  # the start: a refresh during the measurement makes it stale
+    value = measure()  # outside the lock: a measurement must not wait on, or hold up, another process
+    with _section_for_update(cache_dir, fingerprint_id) as section:
+        section.setdefault("peaks", {})[entry_key] = {"value": value, "method": method, "measured_at": started}
     return value, False
+
+
+def refresh_peaks(cache_dir: Path, fingerprint_id: str | None = None) -> str:
+    """Make every figure cached for this host and fingerprint stale: the next request measures again. A sweep calls
+    it on each node before its first trial (sweep/nodes.py). Returns the refresh time."""
+    fingerprint_id = fingerprint_id or host_fingerprint()["hw_fingerprint_id"]
+    with _section_for_update(cache_dir, fingerprint_id) as section:
+        section["refreshed_at"] = _now()
+    return section["refreshed_at"]
 
 
 # ---- what callers use ---------------------------------------------------------------------------
@@ -202,6 +312,23 @@ def matmul_peak_gflops(
         method,
     )
     return {"peak_gflops": peak, "peak_cached": cached, "peak_method": method}
+
+
+def matmul_library(
+    dtype_name: str, shape: tuple[int, int, int], threads: int, cache_dir: Path, fingerprint_id: str | None = None
+) -> str:
+    """probe_matmul_library's answer for shape (m, k, n), cached like the peaks: MKL's first verbose call costs
+    0.2-0.7 s here (it times the CPU clock for its banner), more than a trial should pay every time."""
+    fingerprint_id = fingerprint_id or host_fingerprint()["hw_fingerprint_id"]
+    m, k, n = shape
+    library, _ = _cached(
+        cache_dir,
+        fingerprint_id,
+        _entry_key(f"library {m}x{k}x{n}", dtype_name, threads),
+        lambda: probe_matmul_library(dtype_name, m, k, n),
+        "one torch.nn.functional.linear watched through MKL and oneDNN verbose output",
+    )
+    return library
 
 
 def memory_bandwidth_gbs(threads: int, cache_dir: Path, fingerprint_id: str | None = None) -> dict:

@@ -1,8 +1,8 @@
 """The driver's ledger of one sweep: its (node, trial) pairs, which of them the store already holds,
 writing each row as it arrives, and the progress line.
 
-A pair's identity is `node/study/config_key`: the same plan point measured on two nodes is two trials.
-The store, written atomically row by row, is the truth about which pairs are done.
+A pair's identity is `node/study/config_key/repeat`: the same plan point measured on two nodes, or twice on one
+node, is two trials. The store, written atomically row by row, is the truth about which pairs are done.
 """
 
 from __future__ import annotations
@@ -11,28 +11,57 @@ import json
 import socket
 import time
 
-from sweep.plan import Trial
+from sweep.plan import CONTROL_STUDY, Trial
 from sweep.refine import bend_score_of
 from sweep.results.store import Store
 from trainables.columns import base_row, now_iso
 from trainables.config import TrialConfig, format_assignments
 
-
-def pair_identity(node: str | None, study: str, config_key: str) -> str:
-    return f"{node or ''}/{study}/{config_key}"
+PAIR_PHASES = ("grid", CONTROL_STUDY)  # the phases of the manifest's pairs; refine, autotune and ab are proposed
 
 
-def pair_of(index: int, node: str, host: str, trial: Trial) -> dict:
-    """One (node, trial) pair as the manifest, Tune and the rows see it."""
+def pair_identity(node: str | None, study: str, config_key: str, repeat: int | None = 0) -> str:
+    return f"{node or ''}/{study}/{config_key}/{repeat or 0}"
+
+
+def pair_of(
+    index: int | None,
+    node: str,
+    host: str,
+    trial: Trial,
+    *,
+    repeat: int = 0,
+    trial_order: int | None = None,
+    order_seed: int | None = None,
+) -> dict:
+    """One (node, trial, repeat) pair as the manifest, Tune and the rows see it; `index`: the trial's place in the
+    plan (None for a control point), `trial_order`: its place in the node's order (None: recorded, not run)."""
     return {
         "index": index,
         "node": node,
         "host": host,
         "study": trial.study,
         "point": trial.point,
+        "phase": CONTROL_STUDY if trial.study == CONTROL_STUDY else "grid",
         "config": trial.config.to_dict(),
         "unsupported": trial.unsupported,
-        "identity": pair_identity(node, trial.study, trial.config_key),
+        "repeat": repeat,
+        "trial_order": trial_order,
+        "order_seed": order_seed,
+        "identity": pair_identity(node, trial.study, trial.config_key, repeat),
+    }
+
+
+def pair_columns(pair: dict) -> dict:
+    """The columns a pair's row takes from the pair: which trial of the plan, which repeat, where in the order."""
+    return {
+        "study": pair["study"],
+        "trial_index": pair["index"],
+        "point": json.dumps(pair["point"]),
+        "phase": pair.get("phase", "grid"),
+        "repeat": pair.get("repeat", 0),
+        "trial_order": pair.get("trial_order"),
+        "order_seed": pair.get("order_seed"),
     }
 
 
@@ -46,11 +75,15 @@ class SweepLedger:
         pairs: list[dict] | None = None,
         node_columns: dict[str, dict] | None = None,
         refinements: dict[str, dict] | None = None,
+        order: dict | None = None,
         quiet: bool = False,
         expected: int | None = None,
     ):
         self.sweep_id, self.plan_name, self.store, self.quiet = sweep_id, plan_name, store, quiet
         self.pairs = pairs or []
+        self.order = order or {}  # the plan's repeats, order_seed and control_every, for the manifest
+        # some point runs more than once (repeats, or control points): the progress line numbers them
+        self.repeated = any(pair.get("repeat") for pair in self.pairs)
         self.node_columns = node_columns or {}  # node IP -> host and fingerprint columns read on the node
         self.refinements = refinements or {}  # study -> its refinement: {"axis", "points", "base"}
         # rows this sweep will record: every pair plus each node's refined points (or what the caller says)
@@ -68,9 +101,9 @@ class SweepLedger:
 
     def record(self, row: dict) -> dict | None:
         """Write the row to the store; returns it as written (None: a grid pair the store already holds)."""
-        identity = pair_identity(row.get("node"), row["study"], row["config_key"])
-        # never a duplicate grid row, whatever Tune replays; a searcher may measure a point twice
-        if identity in self.done and row.get("phase", "grid") == "grid":
+        identity = pair_identity(row.get("node"), row["study"], row["config_key"], row.get("repeat"))
+        # never a duplicate pair row, whatever Tune replays; a searcher may measure a point twice
+        if identity in self.done and row.get("phase", "grid") in PAIR_PHASES:
             return None
         # the node's columns (read there before the sweep) fill what this row lacks, e.g. a failed trial's
         row = self.node_columns.get(row.get("node"), {}) | row
@@ -101,12 +134,7 @@ class SweepLedger:
     def record_failure(self, pair: dict, reason: str, status: str = "failed") -> None:
         """A row for a pair that produced none itself (Ray lost it, or the node cannot run it)."""
         cfg = TrialConfig(**pair["config"])
-        row = base_row(cfg) | {
-            "study": pair["study"],
-            "trial_index": pair["index"],
-            "point": json.dumps(pair["point"]),
-            "phase": pair.get("phase", "grid"),
-        }
+        row = base_row(cfg) | pair_columns(pair)
         if pair.get("node"):
             row |= {"node": pair["node"], "host": pair.get("host") or row["host"]}
         self.record(row | {"status": status, "error": reason, "finished_at": now_iso()})
@@ -117,7 +145,9 @@ class SweepLedger:
         total, done = self.expected, len(self.done)
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(self.recorded_here, 1) * max(total - done, 0)
-        point = format_assignments(json.loads(row.get("point") or "{}"))
+        point = format_assignments(json.loads(row.get("point") or "{}")) or "baseline"
+        if row.get("phase") in PAIR_PHASES and self.repeated:
+            point += f" #{row.get('repeat') or 0}"
         if row["status"] == "ok":
             what = f"{row['step_time_median_s'] * 1e3:8.1f} ms/step {row['tokens_per_s']:9,.0f} tok/s"
         else:
@@ -134,6 +164,13 @@ class SweepLedger:
     def missing_on(self, nodes: set[str]) -> list[int]:
         return [i for i in self.missing() if self.pairs[i]["node"] in nodes]
 
+    def pending_by_node(self, indices: list[int]) -> dict[str, list[int]]:
+        """These pairs per node, in the sweep's order (a manifest written before the order: the plan's order)."""
+        pending: dict[str, list[int]] = {}
+        for i in sorted(indices, key=lambda i: (self.pairs[i].get("trial_order") or 0, i)):
+            pending.setdefault(self.pairs[i]["node"], []).append(i)
+        return pending
+
     def refine_pending(self) -> bool:
         """A refining study still short of its points on a node (and with a grid to refine between)."""
         if not self.refinements:
@@ -143,9 +180,12 @@ class SweepLedger:
             mine = [r for r in rows if r.get("node") == node]
             for study, refinement in self.refinements.items():
                 refined = sum(r["study"] == study and r.get("phase") == "refine" for r in mine)
-                grid_ok = sum(
-                    r["study"] == study and r.get("phase", "grid") == "grid" and r["status"] == "ok" for r in mine
-                )
-                if refined < refinement["points"] and grid_ok >= 2:
+                # distinct points: two repeats of one point give nothing to refine between
+                grid_ok = {
+                    r["point"]
+                    for r in mine
+                    if r["study"] == study and r.get("phase", "grid") == "grid" and r["status"] == "ok"
+                }
+                if refined < refinement["points"] and len(grid_ok) >= 2:
                     return True
         return False

@@ -23,7 +23,8 @@ def new_sweep_id(plan_name: str, result_dir: Path) -> str:
 
 
 def write_manifest(result_dir: Path, sweep: SweepLedger, source: str, state: str) -> None:
-    """Every (node, trial) pair of the sweep and each node's columns: --resume needs nothing else."""
+    """Every (node, trial, repeat) pair of the sweep in its order, and each node's columns: --resume needs nothing
+    else."""
     folder = result_dir / SWEEPS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {
@@ -34,6 +35,7 @@ def write_manifest(result_dir: Path, sweep: SweepLedger, source: str, state: str
         "updated_at": now_iso(),
         # "refine" and "trials" are the refinements and the pairs: the names older manifests were written with
         "refine": sweep.refinements,
+        "order": sweep.order,  # repeats, order_seed, control_every; each pair holds its repeat and trial_order
         "nodes": sweep.node_columns,
         "trials": sweep.pairs,
     }
@@ -55,4 +57,12 @@ def load_manifest(result_dir: Path, sweep_id: str | None) -> dict:
     data = json.loads(manifests[0].read_text())
     if "nodes" not in data:
         raise LookupError(f"sweep {data['sweep']} was written by an older bench.py that did not record nodes")
+    for pair in data["trials"]:
+        _pair_before_repeats(pair)
     return data
+
+
+def _pair_before_repeats(pair: dict) -> None:
+    """A pair of a manifest written before repeats ran once, as repeat 0, in the plan's order: say so, in place."""
+    if "repeat" not in pair:
+        pair |= {"repeat": 0, "trial_order": None, "order_seed": None, "identity": f"{pair['identity']}/0"}

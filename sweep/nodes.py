@@ -128,13 +128,16 @@ def expand_here(document: dict, source: str) -> tuple[Plan, list[str]]:
 
 
 def node_peaks(data_dir: str) -> dict:
-    """All-core fp32 matmul peak and triad bandwidth of this node (cached per fingerprint under data/hw)."""
+    """All-core fp32 matmul peak and triad bandwidth of this node, measured afresh: this runs once per new sweep, before
+    its trials, and makes the node's cached peaks stale, so each trial's conditions are measured again in this sweep
+    (hwctl/microbench.py)."""
     import os
     from pathlib import Path
 
-    from hwctl.microbench import matmul_peak_gflops, memory_bandwidth_gbs
+    from hwctl.microbench import matmul_peak_gflops, memory_bandwidth_gbs, refresh_peaks
 
     cores, cache = len(os.sched_getaffinity(0)), Path(data_dir) / "hw"
+    refresh_peaks(cache)
     return {
         "hw_peak_gflops_fp32": matmul_peak_gflops(cores, cache)["peak_gflops"],
         "hw_mem_bw_gbs": memory_bandwidth_gbs(cores, cache)["bandwidth_gbs"],

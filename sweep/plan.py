@@ -8,6 +8,9 @@
         values: [128, 256, 512]
       - name: width-x-threads
         axes: {width: [256, 1024], threads: [1, 2]}   # ... or a small grid (the product)
+    repeats: 3            # each point runs 3 times (default 1) ...
+    order_seed: 0         # ... in rounds shuffled with this seed (sweep/scheduler.py `sweep_order`)
+    control_every: 10     # the baseline itself is re-measured every 10 trials of a node (0: never)
 
 A plan's trials are exactly its studies' points; the baseline only supplies the other keys. Every
 problem of a plan is collected before anything runs, each named with its study and key.
@@ -29,10 +32,21 @@ from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, build_confi
 from trainables.launcher import unsupported_reason
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
-PLAN_KEYS = {"name", "description", "baseline", "studies"}
+PLAN_KEYS = {"name", "description", "baseline", "studies", "repeats", "order_seed", "control_every"}
 STUDY_KEYS = {"name", "axis", "values", "axes", "description", "skip_unsupported", "refine"}
 MAX_REFINE_POINTS = 50
 MAX_GRID_AXES = 3
+MAX_REPEATS = 20
+CONTROL_STUDY = "control"  # the study (and phase) of the control points: a plan's study may not take the name
+# One control point per 10 trials costs at most about a tenth of the sweep (+1 at its start), and on the quick plan
+# (~8 s a trial) re-measures the baseline every ~1.5 min, the time scale over which these VMs drift.
+DEFAULT_CONTROL_EVERY = 10
+# the plan keys of the sweep's order: key -> (default, lowest, highest or None, what is allowed)
+ORDER_KEYS = {
+    "repeats": (1, 1, MAX_REPEATS, f"an integer from 1 to {MAX_REPEATS}"),
+    "order_seed": (0, 0, None, "an integer >= 0"),
+    "control_every": (DEFAULT_CONTROL_EVERY, 0, None, "an integer >= 0 (0: no control points)"),
+}
 
 
 class PlanError(ValueError):
@@ -69,6 +83,10 @@ class Plan:
     description: str = ""
     skipped: list[str] = field(default_factory=list)  # studies or points this machine cannot run (skip_unsupported)
     refinements: dict[str, dict] = field(default_factory=dict)  # study -> {"axis", "points", "base"} for Optuna
+    repeats: int = 1  # how many times each point runs
+    order_seed: int = 0  # seeds the shuffle of each round of repeats
+    control_every: int = 0  # a control point (the baseline re-measured) every this many trials of a node; 0: none
+    control: Trial | None = None  # the control point: the baseline as a trial of study 'control' (None: none here)
 
 
 def resolve_plan_path(name_or_path: str) -> Path:
@@ -95,15 +113,83 @@ def load_plan(
     )
 
 
+# A plan is a few kB (the full plan: 3 kB). A larger file is the wrong path (a log, a Parquet file): refused
+# unread. 1 MiB also bounds the YAML scan below to well under a second.
+MAX_PLAN_BYTES = 2**20
+# safe_load builds an alias as a shared reference, so nine levels of nine aliases (a "billion laughs") load in
+# a millisecond and then cost minutes and GBs in whatever walks the document: str() of a config value,
+# json.dumps into the manifest. So the event stream is scanned first, nothing built: its nodes counted with
+# every alias expanded, and its nesting (PyYAML composes recursively: 10,000 '[' would be a RecursionError).
+MAX_PLAN_NODES = 100_000
+MAX_PLAN_DEPTH = 50
+
+
 def read_plan_document(name_or_path: str) -> tuple[dict, str]:
-    """The plan's YAML as a mapping, and where it came from; each node of a sweep expands it itself."""
+    """The plan's YAML as a mapping, and where it came from; each node of a sweep expands it itself.
+    A file that cannot be a plan (too large, not UTF-8, not YAML, an alias bomb) is a PlanError saying why."""
     path = resolve_plan_path(name_or_path)
     if not path.exists():
         raise PlanError(str(path), [f"no such plan file (shipped plans: {', '.join(available_plans())})"])
+    if not path.is_file():
+        raise PlanError(str(path), ["not a regular file"])
     try:
-        return yaml.safe_load(path.read_text()), str(path)
+        with path.open("rb") as plan_file:
+            data = plan_file.read(MAX_PLAN_BYTES + 1)
+    except OSError as exc:
+        raise PlanError(str(path), [f"cannot be read: {exc.strerror}"]) from None
+    if len(data) > MAX_PLAN_BYTES:
+        raise PlanError(str(path), ["larger than 1 MiB: a plan is a few kB of YAML (is this the right file?)"])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PlanError(str(path), [f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}"]) from None
+    try:
+        problem = _yaml_size_problem(text)
+        if problem:
+            raise PlanError(str(path), [problem])
+        return yaml.safe_load(text), str(path)
     except yaml.YAMLError as exc:
-        raise PlanError(str(path), [f"not valid YAML: {exc}"]) from None
+        where = getattr(exc, "problem_mark", None)
+        if getattr(exc, "problem", None) and where is not None:
+            reason = f"{exc.problem} at line {where.line + 1}, column {where.column + 1}"
+        else:
+            reason = " ".join(str(exc).split())
+        raise PlanError(str(path), [f"not valid YAML: {reason}"]) from None
+
+
+def _yaml_size_problem(text: str) -> str | None:
+    """Why the YAML is too large once its aliases are expanded, or nested too deeply; None when it is not."""
+    expanded: dict[str, int] = {}  # anchor -> nodes of its value, aliases inside expanded
+    open_nodes: list[list] = []  # [anchor, nodes so far] of each mapping or sequence not yet closed
+    total = 0
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([event.anchor, 1])
+            if len(open_nodes) > MAX_PLAN_DEPTH:
+                return f"nested deeper than {MAX_PLAN_DEPTH} levels: a plan needs five"
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, nodes = open_nodes.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, nodes = None, expanded.get(event.anchor, 1)  # an unknown alias: safe_load names it
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, nodes = event.anchor, 1
+        else:
+            continue
+        if anchor:
+            expanded[anchor] = nodes
+        if open_nodes:
+            open_nodes[-1][1] += nodes
+            count = open_nodes[-1][1]
+        else:
+            total += nodes
+            count = total
+        if count > MAX_PLAN_NODES:
+            return (
+                f"more than {MAX_PLAN_NODES:,} YAML values with its aliases expanded (an alias bomb?): "
+                "a plan has a few hundred"
+            )
+    return None
 
 
 class UnknownRange(ValueError):
@@ -186,10 +272,12 @@ def expand_plan(
         raise PlanError(source, ["a plan is a mapping with 'name', 'baseline' and 'studies'"])
     problems: list[str] = []
     name, baseline, studies = _plan_keys(document, problems)
+    order = order_keys(document, problems)
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
     expansion = _Expansion(baseline, allowed, sysfs_root, record_unsupported, problems)
     for index, study in enumerate(studies):
         expansion.add_study(index, study)
+    control = expansion.control_trial() if order["control_every"] else None
     if problems:
         raise PlanError(source, problems)
     return Plan(
@@ -201,6 +289,8 @@ def expand_plan(
         description=document.get("description", ""),
         skipped=expansion.skipped,
         refinements=expansion.refinements,
+        control=control,
+        **order,
     )
 
 
@@ -224,6 +314,22 @@ def _plan_keys(document: dict, problems: list[str]) -> tuple[str, dict, list]:
     return name, baseline, studies
 
 
+def order_keys(document: dict, problems: list[str]) -> dict:
+    """`repeats`, `order_seed` and `control_every` of the plan, with their defaults; a bad value is a problem."""
+    order = {}
+    for key, (default, low, high, allowed) in ORDER_KEYS.items():
+        value = document.get(key, default)
+        if not _int_within(value, low, high):
+            problems.append(f"plan: key '{key}': {value!r} must be {allowed}")
+            value = default
+        order[key] = value
+    return order
+
+
+def _int_within(value, low: int, high: int | None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or value <= high)
+
+
 @dataclass
 class _Expansion:
     """A plan's trials, skipped points and refinements, collected study by study with every problem found."""
@@ -243,6 +349,11 @@ class _Expansion:
             self.problems.append(f"study #{index + 1}: must be a mapping with a 'name'")
             return
         where = f"study '{study['name']}'"
+        if study["name"] == CONTROL_STUDY:
+            self.problems.append(
+                f"{where}: the name '{CONTROL_STUDY}' is reserved for the sweep's control points (control_every): "
+                "give the study another name"
+            )
         if study["name"] in self.study_names:
             self.problems.append(f"{where}: duplicate study name")
         self.study_names.add(study["name"])
@@ -285,6 +396,22 @@ class _Expansion:
             )
         self.trials.append(Trial(study["name"], point, cfg, reason))
 
+    def control_trial(self) -> Trial | None:
+        """The baseline with nothing varied, re-measured through the sweep to show drift (None: cannot run here)."""
+        try:
+            cfg = build_config({k: v for k, v in self.baseline.items() if k in FIELD_TYPES})
+        except ConfigError as exc:
+            self.problems.append(
+                f"plan: key 'control_every': the control point is the baseline, which is not a valid config: {exc} "
+                "(fix the baseline, or set control_every: 0)"
+            )
+            return None
+        reason = unsupported_reason(cfg, self.allowed_cpus, self.sysfs_root)
+        if reason:
+            self.skipped.append(f"control points skipped: the baseline cannot run here: {reason}")
+            return None
+        return Trial(CONTROL_STUDY, {}, cfg)
+
 
 def _refinement(study: dict, baseline: dict, where: str, problems: list[str]) -> dict | None:
     """`refine: {points: N}` on a single numeric axis with at least two numeric grid values."""
@@ -323,6 +450,8 @@ def plan_table(plan: Plan) -> str:
     ]
     studies = len({t.study for t in plan.trials})
     text = f"plan {plan.name} ({plan.source}): {len(plan.trials)} trials in {studies} studies\n"
+    control = f"(the baseline, study {CONTROL_STUDY})" if plan.control else "(no control points here)"
+    text += f"repeats {plan.repeats}, order_seed {plan.order_seed}, control_every {plan.control_every} {control}\n"
     text += format_table(["#", "study", "point", "config_key", "unsupported"], rows)
     if plan.skipped:
         text += "\nskipped on this machine (skip_unsupported):\n" + "\n".join(f"  - {s}" for s in plan.skipped)

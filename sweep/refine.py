@@ -7,11 +7,19 @@ explains the curve there), and proposes the value nearest the (geometric) middle
 highest-scoring interval that the model accepts and that was not measured yet. Ray Tune runs each
 proposal as an ordinary trial through `ray.tune.search.optuna.OptunaSearch`; the Optuna study lives
 in a SQLite file beside the store.
+
+Optuna gives the sampler one value per trial and no uncertainty, so a point that sits off the line
+because its trial ran on a slow minute would look like a bend. Given `noise` (each measured value's
+95% half-width in log space, from the stored rows: `point_noise`, `BendSampler.from_rows`), the scores
+count only the part of each error beyond what the points' own intervals explain, so an interval whose
+bend is within the noise scores 0 and is never preferred over a real bend.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +29,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from sweep.results.fit import bend_scores
+from sweep.results.rows import estimate_of, is_positive
 
 OPTUNA_DB = "optuna.db"
 MAX_INT_CANDIDATES = 4096
@@ -65,11 +74,40 @@ def candidates(low: float, high: float, distribution, log: bool) -> list[float]:
     return [round(middle, 4)] if low < round(middle, 4) < high else []
 
 
+def point_noise(rows: list[dict], axis: str) -> dict[float, float]:
+    """Each value of the axis -> the 95% half-width, in log space, of its point's median step time over the repeats
+    among the stored rows (sweep/results/stats.py); values without an interval are left out."""
+    by_value: dict[float, list[dict]] = {}
+    for r in rows:
+        point = json.loads(r["point"]) if isinstance(r.get("point"), str) else r.get("point") or {}
+        if r.get("status") == "ok" and is_positive(r.get("step_time_median_s")) and axis in point:
+            by_value.setdefault(point[axis], []).append(r)
+    noise = {value: estimate_of(repeats, f"{axis}={value}").log_half_width for value, repeats in by_value.items()}
+    return {value: width for value, width in noise.items() if width is not None}
+
+
 class BendSampler(BaseSampler):
-    def __init__(self, accepts: Callable[[float], bool], log: bool, seed: int = 0):
+    def __init__(
+        self, accepts: Callable[[float], bool], log: bool, seed: int = 0, noise: dict[float, float] | None = None
+    ):
+        """noise (optional): value -> log half-width of its 95% interval (`point_noise`). A value Optuna adds later
+        (a refined point, not in the rows the sampler was built from) gets the median of the known half-widths: the
+        same machine and model size, so about the same noise. Without it every error counts in full."""
         self.accepts, self.log = accepts, log
+        self.noise = dict(noise or {})
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         self.last_choice: tuple[float, float, float] | None = None  # (low, high, score) of the last proposal
+
+    @classmethod
+    def from_rows(cls, accepts: Callable[[float], bool], log: bool, rows: list[dict], axis: str, seed: int = 0):
+        """The sampler with the noise of the points in `rows` (a study's ok rows on one node)."""
+        return cls(accepts, log, seed, noise=point_noise(rows, axis))
+
+    def noise_of(self, xs: list[float]) -> list[float] | None:
+        if not self.noise:
+            return None
+        typical = statistics.median(self.noise.values())
+        return [self.noise.get(x, typical) for x in xs]
 
     def infer_relative_search_space(self, study, trial):
         return {}
@@ -80,7 +118,7 @@ class BendSampler(BaseSampler):
     def sample_independent(self, study, trial, param_name, param_distribution):
         xs, ys = measured_points(study, param_name)
         taken = set(xs)
-        for low, high, score in sorted(bend_scores(xs, ys), key=lambda s: -s[2]):
+        for low, high, score in sorted(bend_scores(xs, ys, self.noise_of(xs)), key=lambda s: -s[2]):
             for value in candidates(low, high, param_distribution, self.log):
                 if value not in taken and self.accepts(value):
                     self.last_choice = (low, high, score)
@@ -97,9 +135,9 @@ def distribution_for(values: list[float], integer: bool):
     return cls(int(low) if integer else float(low), int(high) if integer else float(high), log=log), log
 
 
-def bend_score_of(x: float, xs: list[float], ys: list[float]) -> float | None:
-    """The score of the interval of the earlier points that contains x: what chose x."""
-    for low, high, score in bend_scores(xs, ys):
+def bend_score_of(x: float, xs: list[float], ys: list[float], noise: list[float] | None = None) -> float | None:
+    """The score of the interval of the earlier points that contains x: what chose x (noise: as the sampler's)."""
+    for low, high, score in bend_scores(xs, ys, noise):
         if low < x < high:
             return score
     return None

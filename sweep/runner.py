@@ -8,15 +8,20 @@ process of trainables/ pinned to concrete cores and reports its row to Tune; the
 nothing else, writes each row to the store as it arrives (sweep/tuning.py). A study that asks for
 refinement then gets Optuna's points where its curve bends, on each node.
 
+Each node runs its trials in the sweep's order (sweep/scheduler.py `sweep_order`): every point `repeats` times, in
+rounds shuffled with `order_seed`, with the baseline re-measured as a control point every `control_every` trials.
+The order is fixed when the sweep starts: the manifest keeps each pair's repeat and place in it.
+
 Resume: the store, written atomically row by row, is the truth about which pairs finished (Tune's own
 experiment state lags the results: a trial finished just before a kill -9 may still be "running"
-there), so a resumed sweep starts a new Tune experiment over exactly the pairs the store lacks.
+there), so a resumed sweep starts a new Tune experiment over exactly the pairs the store lacks, in their order.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -26,11 +31,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweep.ledger import SweepLedger, pair_of
 from sweep.manifest import load_manifest, new_sweep_id, write_manifest
-from sweep.nodes import Node, alive_ips, alive_nodes, nowhere_runnable, probe_nodes, select_nodes
-from sweep.plan import PlanError
+from sweep.nodes import Node, NodePlan, alive_ips, alive_nodes, nowhere_runnable, probe_nodes, select_nodes
+from sweep.plan import CONTROL_STUDY, MAX_REPEATS, ORDER_KEYS, PlanError
 from sweep.refine import BendSampler, distribution_for, optuna_storage, study_name
 from sweep.results.store import Store
-from sweep.scheduler import LostNodeStopper, NodeQueue
+from sweep.scheduler import LostNodeStopper, NodeQueue, sweep_order
 from sweep.tuning import StoreWriter, fit_tuner, node_bundle, ray_session, tune_point_trial, tune_trial
 from trainables.config import ConfigError, build_config, field_kind
 from trainables.launcher import DATA_DIR, unsupported_reason
@@ -49,8 +54,11 @@ def run_sweep(
     dashboard_host: str = "127.0.0.1",
     dashboard_port: int = 8265,
     quiet: bool = False,
+    repeats: int | None = None,
 ) -> SweepLedger:
-    """Run (or, with resume, continue) a sweep on the selected nodes; returns it with its pairs in the store."""
+    """Run (or, with resume, continue) a sweep on the selected nodes; returns it with its pairs in the store.
+    `repeats` overrides the plan's own (`bench.py run --repeats N`)."""
+    document = with_repeats(document, source, repeats, resume)
     with ray_session(address, dashboard_host, dashboard_port, quiet):
         if resume:
             sweep, source = resumed_sweep(result_dir, resume_sweep, quiet)
@@ -60,6 +68,17 @@ def run_sweep(
     done = not sweep.missing() and not sweep.refine_pending()
     write_manifest(result_dir, sweep, source, "finished" if done else "running")
     return sweep
+
+
+def with_repeats(document: dict | None, source: str | None, repeats: int | None, resume: bool) -> dict | None:
+    """The plan with `--repeats` in place of its own `repeats`; checked before Ray starts."""
+    if repeats is None:
+        return document
+    if resume:
+        raise PlanError("--resume", ["--repeats: a resumed sweep keeps the repeats and order it started with"])
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise PlanError(source, [f"--repeats {repeats}: must be {ORDER_KEYS['repeats'][-1]}"])
+    return document | {"repeats": repeats}
 
 
 def new_sweep(
@@ -72,8 +91,7 @@ def new_sweep(
         raise PlanError(source, problems)
     pairs = []
     for node_plan in node_plans:
-        for trial in node_plan.plan.trials:
-            pairs.append(pair_of(len(pairs), node_plan.node.ip, node_plan.node.hostname, trial))
+        pairs += node_pairs(node_plan)
         for skipped in node_plan.plan.skipped + node_plan.skipped_studies:
             if not quiet:
                 print(f"  {node_plan.node.label}: {skipped}")
@@ -85,10 +103,24 @@ def new_sweep(
         pairs=pairs,
         node_columns={node_plan.node.ip: node_plan.columns for node_plan in node_plans},
         refinements=plan.refinements,
+        order={key: getattr(plan, key) for key in ORDER_KEYS},
         quiet=quiet,
     )
     write_manifest(result_dir, sweep, source, "running")
     return sweep
+
+
+def node_pairs(node_plan: NodePlan) -> list[dict]:
+    """One node's pairs: the points it cannot run once (recorded, not run), then every repeat of the others and its
+    control points, in the sweep's order."""
+    plan, ip, host = node_plan.plan, node_plan.node.ip, node_plan.node.hostname
+    pairs = [pair_of(i, ip, host, t, order_seed=plan.order_seed) for i, t in enumerate(plan.trials) if t.unsupported]
+    runnable = [(i, t) for i, t in enumerate(plan.trials) if not t.unsupported]
+    order = sweep_order(len(runnable), plan.repeats, plan.order_seed, plan.control_every if plan.control else 0)
+    for position, (point, repeat) in enumerate(order):
+        index, trial = (None, plan.control) if point is None else runnable[point]
+        pairs.append(pair_of(index, ip, host, trial, repeat=repeat, trial_order=position, order_seed=plan.order_seed))
+    return pairs
 
 
 def resumed_sweep(result_dir: Path, sweep_id: str | None, quiet: bool) -> tuple[SweepLedger, str]:
@@ -100,6 +132,7 @@ def resumed_sweep(result_dir: Path, sweep_id: str | None, quiet: bool) -> tuple[
         pairs=data["trials"],
         node_columns=data["nodes"],
         refinements=data["refine"],
+        order=data.get("order"),
         quiet=quiet,
     )
     return sweep, data["source"]
@@ -113,6 +146,10 @@ def _run(sweep: SweepLedger, result_dir: Path) -> None:
             f"sweep {sweep.sweep_id}: {len(sweep.pairs)} trials on {len(present)} node(s) [{nodes}], "
             f"{len(sweep.done)} already in {sweep.store.root}"
         )
+        if sweep.order:
+            controls = sum(pair.get("phase") == CONTROL_STUDY for pair in sweep.pairs)
+            settings = ", ".join(f"{key} {value}" for key, value in sweep.order.items())
+            print(f"  order: {settings}; {controls} of the trials are control points (the baseline again)")
         for ip in sorted(set(sweep.node_columns) - set(present)):
             print(f"  node {ip} is not in the cluster: its {len(sweep.missing_on({ip}))} missing trials wait")
     for i in sweep.missing_on(set(present)):  # recorded, not run: that node cannot honour them
@@ -133,13 +170,13 @@ def _run(sweep: SweepLedger, result_dir: Path) -> None:
 
 def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], result_dir: Path) -> None:
     """One Tune experiment over these (node, trial) pairs: one trial per node at a time, all nodes at once."""
-    pending: dict[str, list[int]] = {}
-    for i in indices:
-        pending.setdefault(sweep.pairs[i]["node"], []).append(i)
+    pending = sweep.pending_by_node(indices)
 
     def config_of(i: int) -> dict:
         pair = sweep.pairs[i]
-        return {"trial": {"i": i, "node": pair["node"], "study": pair["study"], **pair["point"]}}
+        return {
+            "trial": {"i": i, "node": pair["node"], "study": pair["study"], "repeat": pair["repeat"], **pair["point"]}
+        }
 
     queue = NodeQueue(pending, config_of, alive_ips, sweep.lost_nodes)
     fit_tuner(
@@ -201,7 +238,10 @@ def _bend_searcher(
 ) -> OptunaSearch:
     """The study's Optuna search on this node, warm-started with the grid points it does not hold yet."""
     axis, base = refinement["axis"], refinement["base"]
-    points = {json.loads(r["point"])[axis]: r["step_time_median_s"] for r in ok_rows}
+    times: dict = {}  # each grid value's step times, one per repeat
+    for r in ok_rows:
+        times.setdefault(json.loads(r["point"])[axis], []).append(r["step_time_median_s"])
+    points = {x: statistics.median(ys) for x, ys in times.items()}
     distribution, log = distribution_for(list(points), field_kind(axis) == "int")
     # one Optuna study per node: each node's curve bends where its own caches and cores say
     name = study_name(sweep.sweep_id, study, node.ip if len(sweep.nodes) > 1 else None)
@@ -217,7 +257,8 @@ def _bend_searcher(
         space={axis: distribution},
         metric="step_time_median_s",
         mode="min",
-        sampler=BendSampler(functools.partial(_accepts, base, axis), log),  # Tune pickles the searcher
+        # noise from the stored repeats: a bend inside the points' own intervals is not chased; Tune pickles it
+        sampler=BendSampler.from_rows(functools.partial(_accepts, base, axis), log, ok_rows, axis),
         storage=db,
         study_name=name,
         points_to_evaluate=[{axis: x} for x in warm] or None,

@@ -1,4 +1,8 @@
-"""Which (node, trial) pair Tune starts next: one timed trial per node at a time, every node busy.
+"""Which (node, trial) pair Tune starts next: one timed trial per node at a time, every node busy, each node's
+trials in the sweep's order.
+
+`sweep_order` is that order, fixed when the sweep starts and kept in its manifest: the repeats of the plan's
+points in shuffled rounds, with control points (the baseline re-measured) between them.
 
 Tune asks its search algorithm for the next trial whenever it has room; `NodeQueue` answers with the
 next pending trial of a node that has nothing running (or "not now"), so the nodes work in parallel
@@ -13,6 +17,7 @@ node that died cannot start at all; `LostNodeStopper` ends the experiment once n
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
@@ -21,6 +26,47 @@ from ray.tune.search import Searcher
 
 LIVENESS_PERIOD_S = 2.0
 LOST_GRACE_S = 30.0  # a running trial on a dead node normally fails within seconds; then it is stuck
+
+
+def sweep_order(points: int, repeats: int, seed: int, control_every: int = 0) -> list[tuple[int | None, int]]:
+    """The order one node runs its trials in: (point, repeat), where point None is a control point and its repeat
+    counts the node's control points.
+
+    Round r holds repeat r of every point, shuffled by a generator seeded with `seed`: the repeats of one point are a
+    round apart on average (at least a quarter of one) instead of back to back, and a drift over minutes spreads over
+    every study instead of reading as a slope along one of them. With `control_every` K the control point comes first
+    and after every K-th trial, on a node with more than K trials (one control point alone would show no drift)."""
+    rng = random.Random(seed)
+    trials: list[tuple[int | None, int]] = []
+    previous: list[int] = []
+    for repeat in range(repeats):
+        previous = _shuffled_round(points, rng, previous)
+        trials += [(point, repeat) for point in previous]
+    return _with_controls(trials, control_every)
+
+
+def _shuffled_round(points: int, rng: random.Random, previous: list[int]) -> list[int]:
+    order = list(range(points))
+    rng.shuffle(order)
+    # the points that ended the previous round may not open this one: a quarter of a round at least between two
+    # repeats of a point. Not half a round: then the same points would fill the same half of every round.
+    quarter = max(1, points // 4)
+    ended = set(previous[-quarter:]) if points > 1 else set()
+    opening = [point for point in order if point not in ended][:quarter]
+    return opening + [point for point in order if point not in opening]
+
+
+def _with_controls(trials: list[tuple[int | None, int]], every: int) -> list[tuple[int | None, int]]:
+    if not every or len(trials) <= every:
+        return trials
+    order: list[tuple[int | None, int]] = []
+    for position, trial in enumerate(trials):
+        if position % every == 0:
+            order.append((None, position // every))
+        order.append(trial)
+    if len(trials) % every == 0:  # the last K trials get a control point after them too
+        order.append((None, len(trials) // every))
+    return order
 
 
 class NodeQueue(Searcher):
@@ -32,7 +78,8 @@ class NodeQueue(Searcher):
         known_lost: set[str],
     ):
         super().__init__(metric="step_time_median_s", mode="min")
-        self.pending = {node: list(indices) for node, indices in pending.items()}  # node IP -> its pair indices
+        # node IP -> its pair indices, run in the order given (the sweep's order)
+        self.pending = {node: list(indices) for node, indices in pending.items()}
         self.config_of, self.alive_ips = config_of, alive_ips
         self.known_lost = known_lost  # nodes the runner saw go (their trial failed): shared, read every time
         self.running: dict[str, str] = {}  # node -> Tune trial id

@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 from ray.util import get_node_ip_address
 
 from hwctl.fingerprint import host_fingerprint
-from sweep.ledger import SweepLedger
+from sweep.ledger import SweepLedger, pair_columns
 from sweep.nodes import node_gone
 from trainables.config import TrialConfig, build_config
 from trainables.launcher import DATA_DIR, OUTPUT_DIR, run_trial
@@ -81,12 +81,11 @@ def _start_ray(address: str | None, dashboard_host: str, dashboard_port: int, qu
 
 # ---- inside a Ray Tune trial (runs on the node) -----------------------------------------------------------------
 def tune_trial(config: dict, pairs: list[dict]) -> None:
-    """A grid pair: the sweep's pair number `config["trial"]["i"]`."""
+    """A pair of the sweep (a grid point's repeat, or a control point): the sweep's pair number `config["trial"]["i"]`."""
     pair = pairs[config["trial"]["i"]]
     # the node's own data/ (token cache, peaks) and output/: the driver's paths may not exist here
     row = run_trial(TrialConfig(**pair["config"]), data_dir=DATA_DIR, output_dir=OUTPUT_DIR)
-    row |= {"study": pair["study"], "trial_index": pair["index"], "point": json.dumps(pair["point"]), "phase": "grid"}
-    _report_row(row)
+    _report_row(row | pair_columns(pair))
 
 
 def tune_point_trial(config: dict, base: dict, study: str, phase: str) -> None:

@@ -3,32 +3,59 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Tests never wait on the hub: the offline corpus is what this machine (and CI) has anyway.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Trials started through bench.py (sweeps, autotune, the CLI) keep their token and peak caches here, never in the
+# user's data/ (trainables/launcher.py reads it; workers and Ray trials inherit it)
+os.environ.setdefault("BENCH_DATA_DIR", tempfile.mkdtemp(prefix="bench-test-data-"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(depth=2, width=64, heads=2, seq_len=64, batch_size=4, vocab_size=512, warmup_steps=1, measure_steps=3)
+# dataset named, not auto: auto is resolved against the checkout's data/hf, and tests train in temporary data dirs
+TINY = dict(
+    depth=2,
+    width=64,
+    heads=2,
+    seq_len=64,
+    batch_size=4,
+    vocab_size=512,
+    warmup_steps=1,
+    measure_steps=3,
+    dataset="offline",
+)
 
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    from trainables.config import DEFAULT_DATASET
     from trainables.dataset import prepare_tokens
 
     path = tmp_path_factory.mktemp("data")
-    prepare_tokens(DEFAULT_DATASET, TINY["vocab_size"], path)
+    prepare_tokens(TINY["dataset"], TINY["vocab_size"], path)
     return path
 
 
 @pytest.fixture(scope="session")
 def tokens(data_dir):
-    from trainables.config import DEFAULT_DATASET
     from trainables.dataset import prepare_tokens
 
-    return prepare_tokens(DEFAULT_DATASET, TINY["vocab_size"], data_dir)[0]
+    return prepare_tokens(TINY["dataset"], TINY["vocab_size"], data_dir)[0]
+
+
+CPUINFO_FIXTURES = {
+    "zen3-avx2": REPO_ROOT / "tests/fixtures/cpuinfo-zen3-avx2",  # AMD EPYC 7763: AVX2, no AVX-512
+    "zen5-avx512": REPO_ROOT / "tests/fixtures/cpuinfo-zen5-avx512",  # AMD EPYC 9755: AVX-512 with BF16
+}
+
+
+@pytest.fixture(params=sorted(CPUINFO_FIXTURES))
+def simulated_cpu(request, monkeypatch) -> str:
+    """The test runs once as if on each CPU of tests/fixtures (BENCH_CPUINFO: hwctl reads that file, and
+    worker processes inherit it); torch still dispatches for the real CPU."""
+    monkeypatch.setenv("BENCH_CPUINFO", str(CPUINFO_FIXTURES[request.param]))
+    return request.param
 
 
 @pytest.fixture

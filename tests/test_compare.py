@@ -6,7 +6,16 @@ import sys
 
 import pytest
 
-from sweep.results.compare import CompareError, build_comparison, compare_text, load_rows, recorded_table, write_compare
+from sweep.results.compare import (
+    CompareError,
+    build_comparison,
+    compare_text,
+    comparison_records,
+    load_rows,
+    recorded_table,
+    side_by_side,
+    write_compare,
+)
 from sweep.results.store import EmptyStore, Store
 from tests.conftest import REPO_ROOT
 
@@ -143,7 +152,20 @@ def test_medians_ratios_and_reference(store):
 
     text = compare_text(c)
     line = next(ln for ln in text.splitlines() if ln.split()[:2] == ["width", "width=256"])
-    assert line.split()[2:] == ["220.0", "(n=3)", "1,164", "88.0", "2,909", "2.50x", "440.0", "582", "0.50x"]
+    # alpha's three rows predate step_times_s: the interval resamples the rows alone, widened for 3 (t, 2 df)
+    assert line.split()[2:] == [
+        "220.0",
+        "(n=3,",
+        "170.3–506.5)",
+        "1,164",
+        "88.0",
+        "2,909",
+        "2.50x",
+        "440.0",
+        "582",
+        "0.50x",
+    ]
+    assert w256["alpha"].estimate.repeats == 3 and w256["alpha"].estimate.low_s == pytest.approx(0.1703, abs=1e-4)
     assert "alpha's median step time / this host's median step time" in " ".join(text.split())
 
 
@@ -190,7 +212,9 @@ def test_markdown_and_plots(store, tmp_path):
     text = path.read_text()
     assert text.startswith("# Across hosts\n")
     assert "| alpha ms (ref) | tokens/s | twin (10.0.0.2) ms | tokens/s | vs ref | twin (10.0.0.3) ms |" in text
-    assert "| width | width=256 | 220.0 (n=3) | 1,164 | 88.0 | 2,909 | 2.50x | 440.0 | 582 | 0.50x |" in text
+    assert (
+        "| width | width=256 | 220.0 (n=3, 170.3–506.5) | 1,164 | 88.0 | 2,909 | 2.50x | 440.0 | 582 | 0.50x |" in text
+    )
     assert "| width | width=512 | 400.0 | 640 | 250.0 | 1,024 | 1.60x |  |  |  |" in text  # failed on 10.0.0.3
     # ok rows, configs shared with the reference, geometric mean of 2, 2.5, 1.6, 2, 2, 2, 2, 2 (= 2^8 ^ 1/8)
     assert "| twin (10.0.0.2) | 8 | 8 | 2.00x | 1.60x–2.50x |" in text
@@ -223,7 +247,7 @@ def bench(*args: str) -> subprocess.CompletedProcess:
 def test_cli(store, tmp_path):
     result = bench("--result-dir", str(store.root))
     assert result.returncode == 0, result.stderr
-    assert "220.0 (n=3)" in result.stdout and "ISA amx_tile" in result.stdout
+    assert "220.0 (n=3, 170.3–506.5)" in result.stdout and "ISA amx_tile" in result.stdout
     md = store.root / "report" / "compare" / "compare.md"
     assert f"comparison: {md}" in result.stdout and (md.parent / "compare-width.png").stat().st_size > 5000
 
@@ -233,6 +257,7 @@ def test_cli(store, tmp_path):
     assert data["ref"] == "twin (10.0.0.3)" and data["recorded"]["twin (10.0.0.3)"]["CPU model"] == "Core i5-6500"
     alpha = next(r for r in data["configs"] if r["node"] == "alpha (10.0.0.1)" and r["point"] == "width=128")
     assert alpha["speedup_vs_ref"] == pytest.approx(0.20 / 0.10) and alpha["rows"] == 1
+    assert alpha["step_time_low_s"] is None and alpha["speedup_low"] is None  # one row: no interval claimed
 
     result = bench("--result-dir", str(store.root), "--format", "csv", "--out", str(tmp_path / "elsewhere"))
     assert result.returncode == 0 and result.stdout.startswith("study,point,config_key,host,rows,")
@@ -245,3 +270,36 @@ def test_cli(store, tmp_path):
 
     result = bench("--result-dir", str(tmp_path / "empty"))
     assert result.returncode == 2 and "holds no trials" in result.stderr and "Traceback" not in result.stderr
+
+
+HUB = "hub:Arc-Corpus-sample"
+
+
+def test_cells_with_repeats_carry_intervals_and_verdicts(tmp_path):
+    store = Store(tmp_path / "result")
+    steps = [0.97, 0.99, 1.0, 1.01, 1.03]
+    medians = {  # width 128: the same on both hosts within noise; width 256: twin twice as fast
+        ("alpha", 128): [0.100, 0.104, 0.097],
+        ("twin", 128): [0.102, 0.098, 0.105],
+        ("alpha", 256): [0.200, 0.204, 0.197],
+        ("twin", 256): [0.100, 0.102, 0.099],
+    }
+    for (host, width), values in medians.items():
+        for i, median in enumerate(values):
+            node = AMX if host == "alpha" else EPYC
+            times = [median * f for f in steps]
+            store.append(row(node, "width", {"width": width}, median, step_times_s=times, repeat=i, dataset_source=HUB))
+    # the same config on the offline corpus: another cell, never pooled with the hub's rows
+    store.append(row(AMX, "width", {"width": 128}, 0.08, dataset_source="offline:pydoc_data.topics"))
+    store.append(row(EPYC, "width", {"width": 128}, 0.08, dataset_source="offline:pydoc_data.topics"))
+    c = build_comparison(load_rows(store))
+    columns, table = side_by_side(c)
+    lines = {(r[1]): r[2:] for r in table}
+    assert set(lines) == {"width=128 (Arc-Corpus-sample)", "width=128 (pydoc_data.topics)", "width=256"}
+    same = lines["width=128 (Arc-Corpus-sample)"]
+    assert same[0] == "100.0 (n=3, 89.7–114.1)" and same[2] == "102.0 (n=3, 89.2–113.3)"
+    assert same[4] == "0.98x (0.88–1.12, no measurable effect)"
+    assert lines["width=256"][4] == "2.00x (1.88–2.11)"
+    assert lines["width=128 (pydoc_data.topics)"] == ["80.0", "3,200", "80.0", "3,200", "1.00x"]  # single rows
+    records = [r for r in comparison_records(c) if r["host"] == "twin" and r["point"] == "width=256"]
+    assert records[0]["speedup_low"] == pytest.approx(1.88, abs=0.005) and records[0]["rows"] == 3

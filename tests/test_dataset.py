@@ -1,19 +1,28 @@
-"""The data pipeline: the offline fallback when the hub is unreachable, the token cache, local files via `datasets`."""
+"""The data pipeline: the offline corpus, a hub dataset that cannot be had (a failure, never a silent stand-in),
+what dataset=auto resolves to, the token cache, local files via `datasets`."""
 
 import json
+import shutil
+import socket
 
 import numpy as np
+import pytest
 from tokenizers import Tokenizer
 
-from trainables.config import DEFAULT_DATASET
-from trainables.dataset import FALLBACK_SOURCE, hub_reachable, prepare_tokens
+from trainables.config import DEFAULT_DATASET, build_config
+from trainables.dataset import (
+    FALLBACK_SOURCE,
+    OFFLINE_DATASET,
+    DatasetUnavailable,
+    hub_reachable,
+    prepare_tokens,
+    resolve_auto_dataset,
+)
 
 
-def test_offline_fallback_is_real_text(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert not hub_reachable()
-    tokens, meta = prepare_tokens(DEFAULT_DATASET, 1024, tmp_path)
-    assert meta["dataset_source"] == FALLBACK_SOURCE
+def test_offline_corpus_is_real_text(tmp_path):
+    tokens, meta = prepare_tokens(OFFLINE_DATASET, 1024, tmp_path)
+    assert meta["dataset"] == "offline" and meta["dataset_source"] == FALLBACK_SOURCE
     assert meta["data_cache_hit"] is False
     assert meta["dataset_chars"] > 400_000 and tokens.size > 90_000
     tokenizer = Tokenizer.from_file(meta["tokenizer_path"])
@@ -23,15 +32,56 @@ def test_offline_fallback_is_real_text(tmp_path, monkeypatch):
     assert sum(w in ("the", "of", "is", "a", "to") for w in words) > 50  # English prose, not random ids
 
 
-def test_token_cache_is_reused(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    first, _ = prepare_tokens(DEFAULT_DATASET, 512, tmp_path)
-    second, meta = prepare_tokens(DEFAULT_DATASET, 512, tmp_path)
+def test_token_cache_is_reused(tmp_path):
+    first, _ = prepare_tokens(OFFLINE_DATASET, 512, tmp_path)
+    second, meta = prepare_tokens(OFFLINE_DATASET, 512, tmp_path)
     assert meta["data_cache_hit"] is True and meta["dataset_source"] == FALLBACK_SOURCE
     assert np.array_equal(first, second)
-    cached = json.loads((tmp_path / "tokens" / "ThomasTheMaker_Arc-Corpus-sample-bpe512.json").read_text())
+    cached = json.loads((tmp_path / "tokens" / "offline-bpe512.json").read_text())
     assert cached["dataset_tokens"] == first.size
     assert not list((tmp_path / "tokens").glob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_a_hub_dataset_that_cannot_be_had_fails_instead_of_falling_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hub_reachable()
+    with pytest.raises(DatasetUnavailable) as failure:
+        prepare_tokens(DEFAULT_DATASET, 512, tmp_path)
+    assert str(failure.value) == (
+        f"dataset '{DEFAULT_DATASET}': the hub cannot be reached and {tmp_path / 'hf'} holds no copy "
+        "(dataset=offline, or bench.py --dataset-offline, trains on the offline corpus instead)"
+    )
+    # a token cache from before dataset=offline existed: the offline corpus filed under the hub's name
+    prepare_tokens(OFFLINE_DATASET, 512, tmp_path)
+    stem = DEFAULT_DATASET.replace("/", "_")
+    for suffix in (".npy", ".json"):
+        shutil.copy(tmp_path / f"tokens/offline-bpe512{suffix}", tmp_path / f"tokens/{stem}-bpe512{suffix}")
+    with pytest.raises(DatasetUnavailable):
+        prepare_tokens(DEFAULT_DATASET, 512, tmp_path)
+
+
+def test_auto_is_the_hub_dataset_only_where_the_node_can_have_it(tmp_path, monkeypatch):
+    resolve = resolve_auto_dataset.__wrapped__  # uncached: each case asks afresh
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve(DEFAULT_DATASET, tmp_path) == OFFLINE_DATASET  # no hub, no cache (CI, this machine)
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "unrelated").mkdir()
+    assert resolve(DEFAULT_DATASET, tmp_path) == OFFLINE_DATASET  # a cache without this dataset
+    # a hub that answers: a local listener as the endpoint (only the TCP connect is tried)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        assert hub_reachable() and resolve(DEFAULT_DATASET, tmp_path) == DEFAULT_DATASET
+
+
+def test_the_dataset_used_enters_config_key():
+    offline, hub = build_config({"dataset": "offline"}), build_config({"dataset": DEFAULT_DATASET})
+    assert offline.config_key() != hub.config_key()
+    # auto is resolved when the config is validated: the key names the data, never "auto"
+    auto = build_config({}).dataset
+    assert auto in (OFFLINE_DATASET, DEFAULT_DATASET) and build_config({"dataset": "auto"}).dataset == auto
+    assert build_config({}).config_key() == build_config({"dataset": auto}).config_key()
 
 
 def test_local_file_goes_through_datasets(tmp_path):
@@ -43,3 +93,5 @@ def test_local_file_goes_through_datasets(tmp_path):
     assert meta["dataset_documents"] == 200
     tokenizer = Tokenizer.from_file(meta["tokenizer_path"])
     assert "quick brown fox" in tokenizer.decode(tokens[:40].tolist())
+    with pytest.raises(FileNotFoundError, match=f"dataset '{tmp_path / 'gone.txt'}': no such file"):
+        prepare_tokens(str(tmp_path / "gone.txt"), 300, tmp_path / "data")

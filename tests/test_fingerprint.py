@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,14 @@ import pytest
 from hwctl.fingerprint import (
     ISA_FLAGS,
     cpu_ranges,
+    cpuinfo_file,
     fingerprint_id,
     full_fingerprint,
     hardware_fingerprint,
     host_fingerprint,
 )
 from hwctl.fingerprint_text import format_fingerprint
+from tests.conftest import CPUINFO_FIXTURES, REPO_ROOT
 
 OLD_COLUMNS = (
     "host",
@@ -60,7 +64,7 @@ def test_real_machine_topology_and_isa(real):
     assert real["topology"]["logical_cores"] == os.cpu_count()
     assert 1 <= real["topology"]["physical_cores"] <= real["topology"]["logical_cores"]
     proc_flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
+    for line in cpuinfo_file().read_text().splitlines():  # /proc/cpuinfo, or BENCH_CPUINFO's simulated CPU
         if line.startswith(("flags", "Features")):
             proc_flags |= set(line.split(":", 1)[1].split())
     assert set(real["cpu"]["isa"]) == set(ISA_FLAGS) & proc_flags
@@ -110,6 +114,39 @@ def test_row_columns_keep_old_names_and_add_new_ones(real):
     assert row["hw_rapl"] is real["rapl"]["available"]
     assert "openblas" in row["sw_blas"].split(",") or "mkl" in row["sw_blas"].split(",")
     assert all(v is None or isinstance(v, (str, int, float, bool)) for v in row.values())  # Parquet scalars
+
+
+SIMULATED = {
+    "zen3-avx2": ("AMD EPYC 7763 64-Core Processor", ["avx2", "fma"]),
+    "zen5-avx512": (
+        "AMD EPYC 9755 128-Core Processor",
+        ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni"],
+    ),
+}
+
+
+def test_a_simulated_cpu_replaces_the_cpuinfo_and_nothing_else(simulated_cpu):
+    import torch
+
+    model, isa = SIMULATED[simulated_cpu]
+    fp = full_fingerprint()
+    assert (fp["cpu"]["vendor"], fp["cpu"]["model"], fp["cpu"]["display"]) == ("AuthenticAMD", model, model)
+    assert fp["cpu"]["isa"] == isa and host_fingerprint.__wrapped__()["hw_isa"] == ",".join(isa)
+    assert fp["cpu"]["source"] == str(CPUINFO_FIXTURES[simulated_cpu]) and "py_cpuinfo" not in fp["cpu"]
+    # cores, memory and torch's dispatch stay this machine's
+    assert fp["topology"]["logical_cores"] == os.cpu_count()
+    assert fp["software"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    # a process started from here inherits the simulated CPU
+    done = subprocess.run(
+        [sys.executable, "bench.py", "hw", "--json", "--no-peaks"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    cpu = json.loads(done.stdout)["cpu"]
+    assert (cpu["model"], cpu["isa"], cpu["source"]) == (model, isa, str(CPUINFO_FIXTURES[simulated_cpu]))
 
 
 def test_cpu_ranges():

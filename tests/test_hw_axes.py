@@ -3,11 +3,15 @@ worker on a simulated sysfs, and the telemetry recorded with it."""
 
 import json
 import os
+import shutil
+import socket
 
 import pytest
 
+from hwctl.fingerprint import fingerprint_id, hardware_fingerprint
 from hwctl.isa import isa_environment, isa_unsupported_reason
-from hwctl.telemetry import EnergyCounter, FrequencySampler
+from hwctl.microbench import CACHE_FILE
+from hwctl.telemetry import FREQ_METHOD, EnergyCounter
 from tests.simsysfs import make_cpufreq_tree, make_rapl, state
 from tests.test_cores import make_sysfs
 from trainables.config import build_config
@@ -52,13 +56,35 @@ def test_isa_caps():
 
 
 def test_isa_cap_reaches_the_worker(tiny, data_dir, tmp_path):
-    row = run_trial(build_config(tiny | {"isa": "avx2"}), data_dir=data_dir, output_dir=tmp_path)
-    if isa_unsupported_reason("avx2"):
-        assert row["status"] == "unsupported"
+    import torch
+
+    cfg = build_config(tiny | {"isa": "avx2"})
+    if isa_unsupported_reason("avx2"):  # cpuinfo (this CPU's, or BENCH_CPUINFO's) lacks AVX2
+        assert run_trial(cfg, data_dir=data_dir, output_dir=tmp_path)["status"] == "unsupported"
         return
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip(f"needs a CPU with AVX2: torch dispatches to {torch.backends.cpu.get_cpu_capability()} here")
+    row = run_trial(cfg, data_dir=data_dir, output_dir=tmp_path)
     assert row["status"] == "ok", row.get("error")
     assert json.loads(row["env"])["ATEN_CPU_CAPABILITY"] == "avx2"
     assert row["torch_cpu_capability"] == "AVX2"  # read back inside the worker
+
+
+def test_a_simulated_cpu_decides_the_isa_axis_and_reaches_the_worker(simulated_cpu, tiny, data_dir, tmp_path):
+    avx512 = build_config(tiny | {"isa": "avx512"})
+    if simulated_cpu == "zen3-avx2":
+        reason = "isa=avx512: this CPU lacks avx512bw, avx512dq, avx512f, avx512vl"
+        assert unsupported_reason(avx512) == reason
+        row = run_trial(avx512, data_dir=data_dir, output_dir=tmp_path)
+        assert (row["status"], row["error"]) == ("unsupported", reason)
+    else:
+        assert unsupported_reason(avx512) is None
+    # the worker reads the same cpuinfo: its matmul peak is filed under the simulated CPU's fingerprint
+    shutil.copytree(data_dir / "tokens", tmp_path / "data" / "tokens")
+    row = run_trial(build_config(tiny), data_dir=tmp_path / "data", output_dir=tmp_path)
+    assert row["status"] == "ok", row.get("error")
+    peaks = json.loads((tmp_path / "data" / "hw" / CACHE_FILE).read_text())
+    assert list(peaks) == [f"{socket.gethostname()}|{fingerprint_id(hardware_fingerprint())}"]
 
 
 def test_frequency_settings_without_cpufreq_are_unsupported(tiny, tmp_path):
@@ -81,19 +107,13 @@ def test_settings_applied_during_the_trial_and_restored_after(tiny, data_dir, tm
     assert applied["devices/system/cpu/cpufreq/policy0/scaling_max_freq"] == "1600000"
     assert applied["devices/system/cpu/intel_pstate/no_turbo"] == "1"
     assert state(root) == before and not (tmp_path / "j.json").exists()
-    assert row["effective_freq_ghz"] == pytest.approx(2.4)  # the simulated scaling_cur_freq
+    # the simulated scaling_cur_freq, read by the worker at the edges of its measured steps
+    assert (row["effective_freq_ghz"], row["effective_freq_method"]) == (pytest.approx(2.4), FREQ_METHOD)
     assert row["loadavg_before"] >= 0 and row["loadavg_after"] >= 0
 
 
-def test_frequency_sampler_and_energy_counter(tmp_path):
+def test_energy_counter(tmp_path):  # the frequency probe: tests/test_telemetry.py
     root = make_cpufreq_tree(tmp_path / "sys", cpus=2)
-    sampler = FrequencySampler([0, 1], root)
-    sampler.sample()
-    (root / "devices/system/cpu/cpu1/cpufreq/scaling_cur_freq").write_text("3000000\n")
-    sampler.sample()
-    assert sampler.result()["effective_freq_ghz"] == pytest.approx((2.4 * 3 + 3.0) / 4)
-    assert FrequencySampler([0], tmp_path / "none").result()["effective_freq_ghz"] is None
-
     domains = make_rapl(root, packages=2, energy_uj=1_000_000, max_range_uj=10_000_000)
     counter = EnergyCounter(root)
     counter.start()

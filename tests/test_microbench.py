@@ -1,5 +1,6 @@
-"""Measured peaks on this machine: plausible figures, and the cache keyed by host + fingerprint id
-(a hit returns the stored figure, another fingerprint id measures again)."""
+"""Measured peaks on this machine: plausible figures, and the cache keyed by host + fingerprint id and the measuring
+process's conditions (a hit returns the stored figure; another fingerprint id, other conditions or a refresh measure
+again); which library runs a matmul."""
 
 from __future__ import annotations
 
@@ -8,16 +9,24 @@ import os
 import socket
 
 import pytest
+import torch
 
+from hwctl import microbench
 from hwctl.fingerprint import hardware_fingerprint, host_fingerprint
 from hwctl.fingerprint_text import format_fingerprint
+from hwctl.isa import cpu_flags
 from hwctl.microbench import (
     CACHE_FILE,
     bf16_unsupported_reason,
     format_host_peaks,
+    libraries_in,
+    matmul_library,
     matmul_peak_gflops,
     measure_host_peaks,
     measure_memory_bandwidth_gbs,
+    measuring_conditions,
+    probe_matmul_library,
+    refresh_peaks,
     triad_array_bytes,
 )
 
@@ -34,7 +43,10 @@ def test_triad_bandwidth_is_plausible():
 def test_bf16_only_where_the_cpu_has_it():
     assert bf16_unsupported_reason("avx2,fma,avx512f,avx512_bf16") is None
     assert bf16_unsupported_reason("avx2,fma,amx_tile,amx_bf16") is None
-    assert bf16_unsupported_reason("avx2,fma,avx512f").startswith("unsupported: the CPU has none of avx512_bf16")
+    assert bf16_unsupported_reason("avx2,fma,avx_vnni,avx_ne_convert") is None  # Sierra Forest, Arrow Lake
+    assert bf16_unsupported_reason("avx2,fma,avx512f") == (
+        "unsupported: the CPU has none of avx512_bf16, amx_bf16, avx_ne_convert (cpuinfo flags)"
+    )
 
 
 def test_matmul_peak_is_cached_per_fingerprint(tmp_path):
@@ -62,7 +74,7 @@ def test_matmul_peak_is_cached_per_fingerprint(tmp_path):
 def test_host_peaks_for_each_thread_count(tmp_path):
     peaks = measure_host_peaks(THREADS, tmp_path, fingerprint_id="feedfeedfeed")
     assert [row["threads"] for row in peaks["peaks"]] == THREADS
-    bf16_reason = bf16_unsupported_reason(host_fingerprint()["hw_isa"])
+    bf16_reason = bf16_unsupported_reason(",".join(cpu_flags()))
     for row in peaks["peaks"]:
         assert row["fp32_gflops"] > 1 and 0.5 < row["triad_gbs"] < 2000
         assert "torch.add(b, c, alpha=s, out=a)" in row["triad_method"]
@@ -100,3 +112,97 @@ def test_isa_cap_variables_key_their_own_entry(tmp_path, monkeypatch):
     assert plain["peak_cached"] is False and capped["peak_cached"] is False
     keys = json.loads((tmp_path / CACHE_FILE).read_text())[f"{socket.gethostname()}|cafecafecafe"]["peaks"]
     assert sorted(k.endswith("|ONEDNN_MAX_CPU_ISA=AVX2") for k in keys) == [False, True]
+
+
+@pytest.fixture
+def fake_measurement(monkeypatch) -> list:
+    """measure_matmul_peak_gflops replaced by a counter: the cache logic without seconds of matmuls."""
+    calls = []
+
+    def measure(dtype_name="float32", threads=None):
+        calls.append((dtype_name, threads))
+        return 100.0 + len(calls)
+
+    monkeypatch.setattr(microbench, "measure_matmul_peak_gflops", measure)
+    return calls
+
+
+def test_refresh_makes_the_cached_peaks_stale(tmp_path, fake_measurement):
+    first = matmul_peak_gflops(1, tmp_path, fingerprint_id="beefbeefbeef")
+    assert (first["peak_gflops"], first["peak_cached"]) == (101.0, False)
+    assert matmul_peak_gflops(1, tmp_path, fingerprint_id="beefbeefbeef")["peak_gflops"] == 101.0
+    # a new sweep: every figure of this host and fingerprint is measured again, once
+    stamp = refresh_peaks(tmp_path, fingerprint_id="beefbeefbeef")
+    again = matmul_peak_gflops(1, tmp_path, fingerprint_id="beefbeefbeef")
+    assert (again["peak_gflops"], again["peak_cached"]) == (102.0, False)
+    assert matmul_peak_gflops(1, tmp_path, fingerprint_id="beefbeefbeef") == again | {"peak_cached": True}
+    assert fake_measurement == [("float32", 1), ("float32", 1)]
+    section = json.loads((tmp_path / CACHE_FILE).read_text())[f"{socket.gethostname()}|beefbeefbeef"]
+    (entry,) = section["peaks"].values()
+    assert section["refreshed_at"] == stamp <= entry["measured_at"]
+
+
+def test_the_trials_conditions_key_their_own_entries(tmp_path, fake_measurement, monkeypatch):
+    for name in ("OMP_PLACES", "OMP_PROC_BIND", "LD_PRELOAD", *microbench.ISA_CAP_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert measuring_conditions() == f"cpus={cpus}|bind=none|allocator=glibc|capability={capability}"
+    matmul_peak_gflops(2, tmp_path, fingerprint_id="f00df00df00d")
+    # what the launcher sets for a pinned trial with jemalloc (trainables/launcher.py build_worker_env)
+    monkeypatch.setenv("OMP_PLACES", "{1},{0}")
+    monkeypatch.setenv("OMP_PROC_BIND", "spread")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    assert (
+        measuring_conditions() == f"places={{1}},{{0}}|bind=spread|allocator=libjemalloc.so.2|capability={capability}"
+    )
+    pinned = matmul_peak_gflops(2, tmp_path, fingerprint_id="f00df00df00d")
+    assert (pinned["peak_gflops"], pinned["peak_cached"]) == (102.0, False)  # not the unpinned figure
+    monkeypatch.setenv("OMP_PLACES", "{0},{1}")  # compact order: another entry again
+    assert matmul_peak_gflops(2, tmp_path, fingerprint_id="f00df00df00d")["peak_gflops"] == 103.0
+    keys = json.loads((tmp_path / CACHE_FILE).read_text())[f"{socket.gethostname()}|f00df00df00d"]["peaks"]
+    jemalloc = f"bind=spread|allocator=libjemalloc.so.2|capability={capability}"
+    assert sorted(keys) == sorted(
+        [
+            f"matmul|float32|threads=2|cpus={cpus}|bind=none|allocator=glibc|capability={capability}",
+            f"matmul|float32|threads=2|places={{1}},{{0}}|{jemalloc}",
+            f"matmul|float32|threads=2|places={{0}},{{1}}|{jemalloc}",
+        ]
+    )
+
+
+def test_library_names_come_from_the_verbose_lines():
+    lines = [
+        "MKL_VERBOSE oneMKL 2024.0 Update 2 Product build 20240605 for Intel(R) 64 architecture",
+        "MKL_VERBOSE SGEMM(T,N,512,64,256,0x7ffc,0x562f,256,0x562f,256,0x7ffc,0x562f,512) 13.79ms CNR:OFF NThr:2",
+        "onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with Intel DL Boost and bfloat16 support",
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,undef,src:bf16::blocked:ab::f0,,"
+        "64x256:256x512,0.12793",
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,undef,src:bf16,,512x64:64x256,0.1",
+    ]
+    assert libraries_in(lines[:2]) == ["mkl (SGEMM)"]
+    assert libraries_in(lines[2:]) == ["onednn (brg_matmul:avx512_core_bf16)"]
+    assert libraries_in(lines) == ["mkl (SGEMM)", "onednn (brg_matmul:avx512_core_bf16)"]
+    assert libraries_in(["something else", "onednn_verbose,v1,info,gpu,runtime:none"]) == []
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch is not built with MKL")
+def test_fp32_linear_runs_in_mkl_and_stdout_is_left_alone(capfd):
+    print("before", flush=True)
+    assert probe_matmul_library("float32", 64, 128, 256) == "mkl (SGEMM)"
+    print("after", flush=True)
+    assert capfd.readouterr().out == "before\nafter\n"  # the verbose lines went to the probe, not to stdout
+    bf16 = probe_matmul_library("bfloat16", 64, 128, 256)
+    # native bf16: oneDNN's bf16 kernels; without it oneDNN emulates (gemm:jit:bf16) or ATen's own kernel runs it
+    assert bf16.startswith("onednn (") or bf16 == "aten"
+
+
+def test_the_library_is_probed_once_per_conditions_and_shape(tmp_path, monkeypatch):
+    probed = []
+    monkeypatch.setattr(microbench, "probe_matmul_library", lambda *args: probed.append(args) or "onednn (x)")
+    for shape in [(256, 256, 1024), (256, 256, 1024), (512, 256, 1024)]:
+        assert matmul_library("bfloat16", shape, 2, tmp_path, fingerprint_id="abcabcabcabc") == "onednn (x)"
+    assert probed == [("bfloat16", 256, 256, 1024), ("bfloat16", 512, 256, 1024)]
+    refresh_peaks(tmp_path, fingerprint_id="abcabcabcabc")
+    matmul_library("bfloat16", (256, 256, 1024), 2, tmp_path, fingerprint_id="abcabcabcabc")
+    assert len(probed) == 3

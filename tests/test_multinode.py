@@ -12,7 +12,9 @@ import json
 import os
 import time
 
+import psutil
 import pytest
+from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
 from sweep.results.store import Store
@@ -47,6 +49,16 @@ def cluster():
         yield cluster
     finally:
         cluster.shutdown()
+
+
+def measuring_on(node) -> bool:
+    """Whether a trial's worker process (`python -m trainables.worker`) runs under the node's raylet."""
+    raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
+    for process in raylet.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "trainables.worker" in process.cmdline():
+                return True
+    return False
 
 
 def rows_by_node(store: Store) -> dict[str, list[dict]]:
@@ -113,7 +125,10 @@ def test_a_node_lost_mid_sweep_gives_a_failed_row_and_resume_fills_the_gaps(clus
         while not any(r["node"] == THIRD for r in store.rows()):
             assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
             time.sleep(0.2)
-        time.sleep(1.0)  # the node's second trial is under way
+        deadline = time.time() + 60
+        while not measuring_on(third):  # the node's second trial is under way
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+            time.sleep(0.1)
         cluster.remove_node(third)
         out, _ = proc.communicate(timeout=240)
     finally:

@@ -2,12 +2,15 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 
-from sweep.plan import PlanError, available_plans, expand_plan, load_plan
+from sweep.plan import PlanError, available_plans, expand_plan, load_plan, read_plan_document
 from tests.conftest import REPO_ROOT
+from tests.test_cores import make_sysfs
+from trainables.config import build_config
 
 BASE = {"depth": 2, "width": 64, "heads": 2, "seq_len": 64, "vocab_size": 512}
 
@@ -22,15 +25,36 @@ def problems_of(document, **kwargs) -> list[str]:
     return err.value.problems
 
 
-def test_shipped_plans_are_valid():
+def test_shipped_plans_are_valid(simulated_cpu, tmp_path):
+    # as on a 2-core machine without cpufreq, with this test's CPU flags, whatever machine runs the test;
+    # points it cannot run are recorded (a missing allocator) rather than errors
+    make_sysfs(tmp_path, sockets=1, cores=2, smt=1)
+    here = {"allowed_cpus": {0, 1}, "sysfs_root": tmp_path, "record_unsupported": True}
     assert {"smoke", "quick", "full"} <= set(available_plans())
-    assert len(load_plan("smoke").trials) == 4
-    quick = load_plan("quick")
+    assert len(load_plan("smoke", **here).trials) == 4
+    quick = load_plan("quick", **here)
     studies = {t.study for t in quick.trials}
     assert {"width", "seq_len", "batch_size", "attention", "precision", "compile", "threads", "allocator"} <= studies
-    assert all(len([t for t in quick.trials if t.study == s]) >= 2 for s in studies)
-    full = load_plan("full", record_unsupported=True)
+    assert {t.study for t in quick.trials if t.unsupported} <= {"allocator"}  # the rest runs on two cores
+    # two points or more per study, but a skip_unsupported study keeps only what this CPU can run
+    skippable = {s["name"] for s in quick.studies if s.get("skip_unsupported")}
+    assert all(len([t for t in quick.trials if t.study == s]) >= 2 for s in studies - skippable)
+    assert not {"freq_ghz", "governor", "turbo"} & studies  # no cpufreq here: skipped with the reason
+    isa = [t.point["isa"] for t in quick.trials if t.study == "isa"]
+    if simulated_cpu == "zen3-avx2":
+        assert isa == ["avx2"]
+        assert (
+            "study 'isa': point isa=avx512 skipped: isa=avx512: this CPU lacks avx512bw, avx512dq, avx512f, avx512vl"
+            in quick.skipped
+        )
+    else:
+        assert isa == ["avx2", "avx512"]
+    full = load_plan("full", **here)
     assert max(t.config.depth for t in full.trials) == 32 and max(t.config.width for t in full.trials) == 2048
+    # `repeats: 3` in the quick plan: the same trials, each to run three times
+    document, source = read_plan_document("quick")
+    quick3 = expand_plan(document | {"repeats": 3}, source, **here)
+    assert quick3.repeats == 3 and [t.identity for t in quick3.trials] == [t.identity for t in quick.trials]
 
 
 def test_trials_are_the_studies_points():
@@ -109,10 +133,65 @@ def test_trials_are_the_studies_points():
             plan({"name": "h", "axis": "head_dim", "values": ["auto", 32]}),
             "study 'h': point head_dim=32: the same config as another point",
         ),
+        (
+            plan({"name": "w", "axis": "width", "values": [64]}, repeats=0),
+            "plan: key 'repeats': 0 must be an integer from 1 to 20",
+        ),
+        (
+            plan({"name": "w", "axis": "width", "values": [64]}, repeats=21),
+            "plan: key 'repeats': 21 must be an integer from 1 to 20",
+        ),
+        (
+            plan({"name": "w", "axis": "width", "values": [64]}, repeats="3"),
+            "plan: key 'repeats': '3' must be an integer",
+        ),
+        (
+            plan({"name": "w", "axis": "width", "values": [64]}, repeats=True),
+            "plan: key 'repeats': True must be an integer",
+        ),
+        (
+            plan({"name": "w", "axis": "width", "values": [64]}, order_seed=-1),
+            "plan: key 'order_seed': -1 must be an integer >= 0",
+        ),
+        (
+            plan({"name": "w", "axis": "width", "values": [64]}, control_every=1.5),
+            "plan: key 'control_every': 1.5 must be an integer >= 0 (0: no control points)",
+        ),
+        (
+            plan({"name": "control", "axis": "width", "values": [64]}),
+            "study 'control': the name 'control' is reserved for the sweep's control points (control_every): "
+            "give the study another name",
+        ),
+        (
+            plan({"name": "w", "axis": "width", "values": [63]}) | {"baseline": BASE | {"heads": 3}},
+            "plan: key 'control_every': the control point is the baseline, which is not a valid config: "
+            "heads=3 must divide width=64",
+        ),
     ],
 )
 def test_malformed_plans_name_study_and_key(document, expected):
     assert any(expected in p for p in problems_of(document)), problems_of(document)
+
+
+def test_the_order_keys_default_and_the_control_point_is_the_baseline():
+    p = expand_plan(plan({"name": "w", "axis": "width", "values": [32, 64]}), "x")
+    assert (p.repeats, p.order_seed, p.control_every) == (1, 0, 10)
+    assert (p.control.study, p.control.point, p.control.config) == ("control", {}, build_config(BASE))
+    assert p.control.identity != p.trials[1].identity  # width=64 is the baseline's config, in another study
+    p = expand_plan(plan({"name": "w", "axis": "width", "values": [32]}, repeats=4, order_seed=9, control_every=0), "x")
+    assert (p.repeats, p.order_seed, p.control_every, p.control) == (4, 9, 0, None)
+    # without control points a baseline only the studies' points make valid is fine, as before
+    odd = plan({"name": "w", "axis": "width", "values": [63]}, control_every=0) | {"baseline": BASE | {"heads": 3}}
+    assert [t.config.width for t in expand_plan(odd, "x").trials] == [63]
+
+
+def test_a_baseline_this_machine_cannot_run_has_no_control_points_here():
+    document = plan({"name": "t", "axis": "threads", "values": [1]}) | {"baseline": BASE | {"threads": 2}}
+    p = expand_plan(document, "x", allowed_cpus={0})
+    assert p.control is None
+    assert p.skipped == [
+        "control points skipped: the baseline cannot run here: threads=2 exceeds the 1 cores available to this trial"
+    ]
 
 
 def test_every_problem_is_reported_at_once():
@@ -150,6 +229,7 @@ def test_cli_prints_the_trials():
     )
     assert done.returncode == 0
     assert "4 trials in 2 studies" in done.stdout and "attention=sliding" in done.stdout
+    assert "repeats 1, order_seed 0, control_every 10 (the baseline, study control)" in done.stdout
 
 
 def test_machine_value_ranges(tmp_path):
@@ -189,3 +269,88 @@ def test_hardware_studies_are_skipped_where_not_controllable(tmp_path):
     )
     typo = plan({"name": "c", "axis": "cores", "values": "1..al", "skip_unsupported": True})
     assert "unknown value range '1..al' for cores" in problems_of(typo)[0]
+
+
+# ---- files that cannot be plans ------------------------------------------------------------------------------
+def billion_laughs() -> str:
+    """Nine levels of nine aliases under 600 bytes: 9**9 = 387,420,489 strings once expanded. Without the check,
+    `bench.py plan` spent a minute and 4 GB (then a MemoryError under `ulimit -v 4000000`) on str() of it."""
+    lines = ["name: bomb", "lol:", '  - &l0 "lol"']
+    lines += [f"  - &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join([*lines, "baseline: {dataset: *l9}", "studies: [{name: w, axis: width, values: [64]}]"]) + "\n"
+
+
+def expanded_strings(node, counted: dict) -> int:
+    """Strings in a loaded YAML value with every shared reference counted each time (memoised: no expansion)."""
+    if isinstance(node, str):
+        return 1
+    if id(node) not in counted:
+        counted[id(node)] = sum(expanded_strings(child, counted) for child in node)
+    return counted[id(node)]
+
+
+def test_an_alias_bomb_is_refused_before_anything_walks_it(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(billion_laughs())
+    # a real bomb: safe_load builds it in a millisecond, as shared lists; walking its baseline visits 9**9 strings
+    assert len(path.read_bytes()) < 600
+    assert expanded_strings(yaml.safe_load(path.read_text())["baseline"]["dataset"], {}) == 9**9
+    started = time.perf_counter()
+    with pytest.raises(PlanError) as err:
+        read_plan_document(str(path))
+    assert err.value.problems == [
+        "more than 100,000 YAML values with its aliases expanded (an alias bomb?): a plan has a few hundred"
+    ]
+    assert time.perf_counter() - started < 5
+
+
+def test_aliases_a_plan_may_use_are_kept(tmp_path):
+    path = tmp_path / "shared.yaml"
+    path.write_text(
+        "name: shared\n"
+        "baseline: {depth: 2, width: 64, heads: 2, seq_len: 64, vocab_size: 512}\n"
+        "studies:\n"
+        "  - {name: a, axis: width, values: &widths [32, 64]}\n"
+        "  - {name: b, axes: {width: *widths, depth: [1, 2]}}\n"
+    )
+    document, source = read_plan_document(str(path))
+    assert document["studies"][1]["axes"]["width"] == [32, 64] and source == str(path)
+    assert len(expand_plan(document, source).trials) == 6
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"PAR1\x15\x04\x15\xff\xfe\x00", "not UTF-8 text: byte 0xff at offset 7"),
+        (
+            b"name: x\nbaseline: {depth: 2\nstudies: [\n",
+            "not valid YAML: did not find expected ',' or '}' at line 3, column 8",
+        ),
+        (
+            b"name: x\n\tbaseline: {}\n",
+            "not valid YAML: found a tab character that violates indentation at line 2, column 1",
+        ),
+        (
+            b"name: !!python/object/apply:os.system ['echo owned']\n",
+            "not valid YAML: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system' at line 1, column 7",
+        ),
+        # safe_load composes recursively: this would be a RecursionError with a traceback
+        (b"[" * 10_000 + b"]" * 10_000, "nested deeper than 50 levels: a plan needs five"),
+        (b"# a comment\n" * 100_000, "larger than 1 MiB: a plan is a few kB of YAML (is this the right file?)"),
+    ],
+    ids=["binary", "broken", "tab", "python-tag", "deep", "large"],
+)
+def test_a_file_that_cannot_be_a_plan_is_one_problem(tmp_path, content, problem):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content)
+    with pytest.raises(PlanError) as err:
+        read_plan_document(str(path))
+    assert err.value.problems == [problem]
+
+
+def test_a_folder_is_not_a_plan(tmp_path):
+    (tmp_path / "plans.yaml").mkdir()
+    with pytest.raises(PlanError) as err:
+        read_plan_document(str(tmp_path / "plans.yaml"))
+    assert err.value.problems == ["not a regular file"]

@@ -4,8 +4,10 @@ import pytest
 
 from sweep.results.report import duration, write_report
 from sweep.results.store import EmptyStore, Store
+from sweep.results.tables import study_summary
 
 SWEEP = "s-new"
+STEP_SHAPE = [0.9, 0.95, 0.98, 1.0, 1.0, 1.02, 1.05, 1.1, 1.2]  # a trial's steps over its median: min 0.9, max 1.2
 
 
 def ok_row(study: str, index: int, point: dict, median: float, *, phase="grid", cv=0.02, **extra) -> dict:
@@ -29,6 +31,7 @@ def ok_row(study: str, index: int, point: dict, median: float, *, phase="grid", 
         "step_time_min_s": median * 0.9,
         "step_time_max_s": median * 1.2,
         "step_time_cv": cv,
+        "step_times_s": [median * f for f in STEP_SHAPE],
         "tokens_per_s": 256 / median,
         "forward_s": median * 0.3,
         "forward_std_s": median * 0.01,
@@ -82,7 +85,7 @@ def store(tmp_path) -> Store:
     store.append(bad_row("cores", 8, {"cores": 4}, "unsupported", "cores=4 but this node has 2 logical cores"))
     # an older row: no forward/backward split, no projection column
     legacy = ok_row("activation", 9, {"activation": "gelu"}, 0.5)
-    for key in ("forward_s", "forward_std_s", "backward_s", "backward_std_s", "projected_10k_steps_s"):
+    for key in ("forward_s", "forward_std_s", "backward_s", "backward_std_s", "projected_10k_steps_s", "step_times_s"):
         legacy.pop(key)
     store.append(legacy)
     store.append(ok_row("activation", 10, {"activation": "relu"}, 0.4))
@@ -124,24 +127,31 @@ def test_report_files_and_contents(store):
         data = (index.parent / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
 
-    width = section(text, "## Study `width`")
+    width = section(text, "## Study `width`")  # six clean points on two slopes: the knee is supported
     assert "**Knee**" in width and "width ≈ 512, slope 1.00 before and 2.00 after" in width
-    assert "R² 1.000" in width
-    assert "| 768 | refine (bend score 0.35) | ok | 450.0 |" in width  # the refined point sits in value order
-    assert line_with(width, "| 256 | grid |").endswith("| 2.00x | 0.50x |  |")  # ratios to width 128
-    assert "| 4096 | grid | failed |" in width
+    assert "R² 1.000" in width and "F-test against one line: p < 0.001" in width
+    # the refined point sits in value order; one repeat: the interval is its 9 steps' (2nd and 8th of 9: 0.95x, 1.1x)
+    assert "| 768 | refine (bend score 0.35) | ok | 450.0 | 427.5–495.0 | 1 | 2.0% | 569 |" in width
+    assert "| 128 | grid | ok | 50.0 | 47.5–55.0 | 1 | 2.0% | 5,120 | 1.00x | 1.00x | reference |  |" in width
+    assert line_with(width, "| 256 | grid |").endswith(  # ratios to width 128, intervals from both points' steps
+        "| 2.00x (1.82–2.20) | 0.50x (0.45–0.55) | slower (1 repeat: steps only) |  |"
+    )
+    assert "| 4096 | grid | failed |  |" in width
 
-    cores = section(text, "## Study `cores`")
+    cores = section(text, "## Study `cores`")  # two core counts: neither a knee nor Amdahl
     assert "relative to 1 core" in cores
-    assert "| 2 | 600.0 | 1.67x | 83% |" in cores
-    assert "serial fraction s = 0.200" in cores and "speed-up limit 1/s = 5.00x" in cores
+    assert "| cores | median step ms | speed-up | 95% CI | parallel efficiency | verdict |" in cores
+    assert "| 1 | 1000.0 | 1.00x |  | 100% | reference |" in cores
+    assert "| 2 | 600.0 | 1.67x | 1.52–1.80 | 83% | faster (1 repeat: steps only) |" in cores
+    assert "**No Amdahl fit** (2 core count(s); T1 and s are 2 parameters" in cores and "serial fraction" not in cores
+    assert "**No evidence of a bend** (2 distinct positive values;" in cores
 
-    activation = section(text, "## Study `activation`")
-    assert "**Knee**" not in activation and "| gelu | grid | ok | 500.0 |" in activation
-    assert "| relu | grid | ok | 400.0 | 360.0–480.0 | 2.0% | 640 | 0.80x | 1.25x |" in activation
+    activation = section(text, "## Study `activation`")  # gelu is an older row without its per-step times
+    assert "**Knee**" not in activation and "| gelu | grid | ok | 500.0 |  | 1 |" in activation
+    assert "| relu | grid | ok | 400.0 | 380.0–440.0 | 1 | 2.0% | 640 | 0.80x | 1.25x | no interval |  |" in activation
 
     grid = section(text, "## Study `window-x-attention`: attention, window")
-    assert "| sliding | 128 | grid | ok | 300.0 |" in grid and "| 3.00x |" in grid
+    assert "| sliding | 128 | grid | ok | 300.0 |" in grid and "| 3.00x (2.78–3.22) |" in grid
 
     batch = section(text, "## Study `batch_size`")  # one ok point: a plot and a table, no fit
     assert "**Knee**" not in batch and "| 1 | grid | ok | 300.0 |" in batch
@@ -211,7 +221,7 @@ def test_sparse_and_odd_rows_still_report(tmp_path):
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in index.parent.glob("*.png"))
     # the reason keeps its words; its pipe and newline cannot break the table
     assert "| failed | seq_len | seq_len=4096 | out of memory \\| cap 8 GB worker exited |" in text
-    assert "| baseline | grid | ok | 250.0 |  |  |  | 1.00x |  |  |" in text
+    assert "| baseline | grid | ok | 250.0 | 237.5–275.0 | 1 |  |  | 1.00x |  | reference |  |" in text
     assert "| baseline: baseline | 0.25 | 2500 s (41 m 40 s) |  |  |" in text
     assert "**Knee**" not in text and "| 64 | grid | ok | 100.0 |" in text
 
@@ -222,7 +232,8 @@ def test_an_axis_with_zero_gets_a_line_not_a_knee(tmp_path):
     for i, (p, t) in enumerate([(0.0, 0.080), (0.1, 0.103), (0.2, 0.121)]):
         s.append(ok_row("dropout", i, {"dropout": p}, t))
     index = write_report(s, None).read_text()
-    assert "**Fit** over the positive dropout values: slope 0.23 in log-log" in index
+    assert "**No evidence of a bend** (2 distinct positive values;" in index
+    assert "One straight line in log-log over the positive dropout values: slope 0.23" in index
     assert "**Knee**" not in index
 
 
@@ -287,3 +298,158 @@ def test_one_node_with_a_driver_failure_stays_a_single_node_report(tmp_path):
     assert "## Across nodes" not in text and " on node-a" not in text
     assert "- host(s): node-a (Test CPU 9000)" in text and "## Study `width`: width\n" in text
     assert "| failed | width | width=4096 | Ray trial error |" in text
+
+
+TIGHT = [0.98, 0.99, 1.0, 1.01, 1.02]  # steps within 2% of their trial's median
+
+
+def repeat_rows(study: str, point: dict, medians: list[float], start: int, shape=STEP_SHAPE, **extra) -> list[dict]:
+    """Repeats of one point: the same config_key, repeat 0, 1, ..., recorded a minute apart."""
+    key = f"{study}-" + "-".join(f"{k}{v}" for k, v in point.items())
+    return [
+        ok_row(study, start + i, point, median, config_key=key, repeat=i, **extra)
+        | {"recorded_at": f"2025-01-02T11:{start + i:02d}:00.000+00:00", "step_times_s": [median * f for f in shape]}
+        for i, median in enumerate(medians)
+    ]
+
+
+def repeats_store(tmp_path) -> Store:
+    store = Store(tmp_path)
+    # the issue's "relu 1.29x slower than gelu": one row each (0.600 / 0.465) says so, three repeats each say noise
+    rows = repeat_rows("activation", {"activation": "gelu"}, [0.50, 0.58, 0.465], start=0)
+    rows += repeat_rows("activation", {"activation": "relu"}, [0.60, 0.47, 0.55], start=3)
+    rows.append(
+        bad_row("activation", 6, {"activation": "relu"}, "failed", "worker killed")
+        | {"config_key": rows[-1]["config_key"]}
+    )
+    # a real 1.5x with little noise
+    rows += repeat_rows("width", {"width": 128}, [0.100, 0.102, 0.098], start=10, shape=TIGHT)
+    rows += repeat_rows("width", {"width": 256}, [0.150, 0.153, 0.148], start=13, shape=TIGHT)
+    for row in rows:
+        store.append(row)
+    return store
+
+
+def test_repeats_give_medians_intervals_and_verdicts(tmp_path):
+    text = write_report(repeats_store(tmp_path), SWEEP).read_text()
+    activation = section(text, "## Study `activation`")
+    assert (
+        "| activation | phase | status | median ms | 95% CI ms | repeats | CV | tokens/s | step time vs first (95% CI) |"
+        in (activation)
+    )
+    assert "| gelu | grid | ok | 500.0 | 411.4–786.0 | 3 | 2.0% | 512 | 1.00x | 1.00x | reference |  |" in activation
+    relu = line_with(activation, "| relu |")  # median of 0.60, 0.47, 0.55; the failed fourth trial is named
+    assert relu == (
+        "| relu | grid | ok 3 of 4 | 550.0 | 360.4–733.0 | 3 | 2.0% | 465 | 1.10x (0.65–1.45) | 0.91x (0.69–1.55) "
+        "| no measurable effect | worker killed |"
+    )
+    width = section(text, "## Study `width`")
+    assert (
+        "| 256 | grid | ok | 150.0 | 140.8–162.5 | 3 | 2.0% | 1,707 | 1.50x (1.42–1.61) | 0.67x (0.62–0.71) | slower |"
+        in (width)
+    )
+    assert "**No evidence of a bend** (2 distinct positive values" in width
+    assert "**no measurable effect** marks a ratio whose interval includes 1.00" in text
+    assert "hierarchical bootstrap (2000 resamples, seed 12)" in text
+    phases = section(text, "## Forward / backward / optimizer")  # every trial, its repeat named
+    assert "| activation: activation=gelu (repeat 2) | 139.5 ± 4.7 |" in phases
+    projections = section(text, "## Projections")  # per point, from the median over repeats
+    assert "| activation: activation=relu | 0.55 | 5500 s (1 h 31 m) |" in projections
+    assert projections.count("activation=relu") == 1
+    assert "| failed | activation | activation=relu | worker killed |" in section(
+        text, "## Trials that did not finish ok"
+    )
+
+
+def test_terminal_summary_shows_intervals_and_verdicts(tmp_path):
+    summary = study_summary(repeats_store(tmp_path), SWEEP)
+    lines = {ln.split()[0]: ln.split() for ln in summary.splitlines() if ln.startswith(("activation=", "width="))}
+    assert lines["activation=gelu"] == ["activation=gelu", "500.0", "411.4–786.0", "3", "512", "1.00x", "reference"]
+    assert lines["activation=relu"][1:6] == ["550.0", "360.4–733.0", "3", "465", "1.10x"]
+    assert " ".join(lines["activation=relu"][6:]) == "(0.65–1.45) no measurable effect; worker killed"
+    assert lines["width=256"][1:] == ["150.0", "140.8–162.5", "3", "1,707", "1.50x", "(1.42–1.61)", "slower"]
+    assert "step ms (median)  95% CI" in summary and "repeats" in summary and "verdict / reason" in summary
+
+
+def test_three_point_knee_is_not_reported(tmp_path):
+    # the issue's "knee" in heads: slopes 0.20 and -0.29 through three points, R² 1.000
+    store = Store(tmp_path)
+    for i, (heads, median) in enumerate([(2, 0.100), (4, 0.115), (8, 0.094)]):
+        store.append(ok_row("heads", i, {"heads": heads}, median))
+    heads = section(write_report(store, SWEEP).read_text(), "## Study `heads`")
+    assert "**Knee**" not in heads and "R²" not in heads
+    assert (
+        "**No evidence of a bend** (3 distinct positive values; a two-segment fit in log-log has 4 parameters "
+        "(intercept, two slopes, knee) and passes through any 4 points, so it needs at least 5)."
+    ) in heads
+
+
+def test_six_noisy_points_on_one_line_are_no_bend_and_four_cores_get_amdahl(tmp_path):
+    store = Store(tmp_path)
+    wobble = [1.03, 0.96, 1.05, 0.97, 1.02, 0.98]  # ±5% around slope 1: the best knee is not significant
+    for i, (w, f) in enumerate(zip([64, 128, 256, 512, 1024, 2048], wobble, strict=True)):
+        store.append(ok_row("width", i, {"width": w}, 0.001 * w * f))
+    for i, n in enumerate([1, 2, 4, 8]):
+        store.append(ok_row("cores", 10 + i, {"cores": n}, 10 * (0.2 + 0.8 / n)))
+    text = write_report(store, SWEEP).read_text()
+    width = section(text, "## Study `width`")
+    assert (
+        "**No evidence of a bend** (two lines fit no better than one: F-test F = " in width and "**Knee**" not in width
+    )
+    cores = section(text, "## Study `cores`")
+    assert "**Amdahl fit** of the medians over repeats: serial fraction s = 0.200" in cores
+    assert "speed-up limit 1/s = 5.00x" in cores and "over 4 points" in cores
+
+
+def control_rows(levels: list[float], shape=TIGHT) -> list[dict]:
+    return [
+        ok_row("control", 100 + i, {}, 0.2 * level, phase="control", config_key="control", repeat=i)
+        | {"recorded_at": f"2025-01-02T1{i}:00:00.000+00:00", "step_times_s": [0.2 * level * f for f in shape]}
+        for i, level in enumerate(levels)
+    ]
+
+
+def test_drift_section_from_control_rows(tmp_path):
+    store = Store(tmp_path)
+    store.append(ok_row("width", 0, {"width": 128}, 0.05))
+    for row in reversed(control_rows([1.0, 1.02, 1.1, 1.25])):  # stored out of order: the section sorts by time
+        store.append(row)
+    text = write_report(store, SWEEP).read_text()
+    drift = section(text, "## Drift")
+    assert text.index("## Drift") < text.index("## Study `width`") and "## Study `control`" not in text
+    assert "Median over 4 repeat(s): 212.0 ms" in drift
+    assert "| repeat | recorded | median ms | 95% CI ms (its steps) | vs first |" in drift
+    assert "| 0 | 2025-01-02T10:00:00.000+00:00 | 200.0 | 196.0–204.0 | 1.00x |" in drift
+    assert "| 3 | 2025-01-02T13:00:00.000+00:00 | 250.0 | 245.0–255.0 | 1.25x |" in drift
+    assert "**Drift beyond the noise**: the control's 4 repeats differ by 1.25x (max/min; 95% CI 1.21–1.29x)" in drift
+    assert (
+        "(p < 0.001: the share of 2000 resamples" in drift
+        and "can differ by up to 1.25x without any effect of the axis" in drift
+    )
+    assert "| control: baseline (repeat 3) |" in section(text, "## Forward / backward / optimizer")
+
+
+def test_drift_within_the_noise_and_no_control(tmp_path):
+    store = Store(tmp_path)
+    for row in control_rows([1.0, 1.01, 0.99, 1.0], shape=STEP_SHAPE):  # 1% apart, steps ±10%
+        store.append(row)
+    drift = section(write_report(store, SWEEP).read_text(), "## Drift")
+    assert "**Drift within the noise**: the control's 4 repeats differ by 1.02x (max/min;" in drift
+    assert "no more than per-step noise alone gives" in drift
+    assert "drift: the control's 4 repeats differ by 1.02x" in study_summary(store, SWEEP)
+    empty = Store(tmp_path / "no-control")
+    empty.append(ok_row("width", 0, {"width": 128}, 0.05))
+    assert "No control rows: this sweep did not re-measure its baseline" in write_report(empty, SWEEP).read_text()
+
+
+def test_rows_from_other_text_are_another_point(tmp_path):
+    store = Store(tmp_path)
+    key = {"config_key": "width-128"}
+    store.append(ok_row("width", 0, {"width": 128}, 0.100, dataset_source="hub:Arc-Corpus-sample", **key))
+    store.append(ok_row("width", 1, {"width": 128}, 0.104, dataset_source="hub-cache:Arc-Corpus-sample", **key))
+    store.append(ok_row("width", 2, {"width": 128}, 0.080, dataset_source="offline:pydoc_data.topics", **key))
+    width = section(write_report(store, SWEEP).read_text(), "## Study `width`")
+    assert "| width | data | phase | status | median ms | 95% CI ms | repeats |" in width
+    assert "| 128 | Arc-Corpus-sample | grid | ok | 102.0 |" in width  # the hub and its cache: one text, 2 repeats
+    assert line_with(width, "| 128 | Arc-Corpus-sample |").split(" | ")[6] == "2"
+    assert "| 128 | pydoc_data.topics | grid | ok | 80.0 |" in width

@@ -40,10 +40,17 @@ def test_rows_are_queryable_with_their_partitions(tmp_path):
     stored = store.rows("s-1")
     assert sorted(r["config_key"] for r in stored) == ["k1", "k2", "k3", "k4"]
     assert stored[0]["env"] == '{"OMP_NUM_THREADS": "2"}' and list(stored[0]["step_times_s"]) == [0.1, 0.2]
-    # rows without a node (written before rows named their node) have an empty node in their identity
-    assert store.identities("s-1") == {"/width/k1", "/width/k2", "/width/k3", "/width/k4"}
+    # rows without a node (written before rows named their node) have an empty node in their identity, and rows
+    # without a repeat (written before repeats) are repeat 0
+    assert store.identities("s-1") == {"/width/k1/0", "/width/k2/0", "/width/k3/0", "/width/k4/0"}
     store.append(row(5) | {"node": "10.0.0.9", "config_key": "k1"})  # the same config on another node
-    assert store.identities("s-1") == {"/width/k1", "/width/k2", "/width/k3", "/width/k4", "10.0.0.9/width/k1"}
+    assert store.identities("s-1") == {
+        "/width/k1/0",
+        "/width/k2/0",
+        "/width/k3/0",
+        "/width/k4/0",
+        "10.0.0.9/width/k1/0",
+    }
     assert len(store.dataframe()) == 5
 
 

@@ -1,5 +1,7 @@
 """A short run on real text really learns, and both attention backends compute the same training."""
 
+import math
+
 import pytest
 import torch
 
@@ -74,6 +76,17 @@ def test_protocol_counts_and_statistics(tokens, tiny):
     assert phases == pytest.approx(result["step_time_mean_s"], rel=0.05)
     assert result["phase_split"] == PHASES_MEASURED == "measured"
     assert result["step_time_cv"] == pytest.approx(result["step_time_std_s"] / result["step_time_mean_s"])
+    assert result["stop_reason"] == "measure_steps"
+
+
+def test_one_measured_step_has_no_spread_rather_than_zero(tokens, tiny):
+    trainer = TorchTrainer(build_config(tiny))
+    result = measure(
+        trainer, trainer.make_batches(tokens, 2), grad_accum=1, warmup_steps=0, measure_steps=1, measure_seconds=0
+    )
+    assert result["measure_steps_run"] == 1 and result["step_time_mean_s"] > 0
+    spreads = ("step_time_std_s", "step_time_cv", "forward_std_s", "backward_std_s", "optimizer_std_s")
+    assert all(math.isnan(result[key]) for key in spreads), {key: result[key] for key in spreads}
 
 
 def test_seconds_budget_stops_early_but_after_three_steps(tokens, tiny):
@@ -82,7 +95,7 @@ def test_seconds_budget_stops_early_but_after_three_steps(tokens, tiny):
     result = measure(
         trainer, trainer.make_batches(tokens, 4), grad_accum=1, warmup_steps=0, measure_steps=1000, measure_seconds=1e-9
     )
-    assert result["measure_steps_run"] == 3
+    assert (result["measure_steps_run"], result["stop_reason"]) == (3, "measure_seconds")
 
 
 def test_batches_are_deterministic_per_seed(tokens, tiny):

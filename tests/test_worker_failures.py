@@ -52,6 +52,18 @@ def test_exception_inside_the_real_worker_is_reported(tiny, data_dir, tmp_path):
     assert row["exit_code"] == 1
 
 
+def test_a_thread_setting_that_did_not_take_fails_the_trial(tiny, data_dir):
+    # the real worker, in a process whose torch inter-op pool was already sized to 3: interop_threads=1 cannot take
+    preset = (
+        "-c",
+        "import runpy, torch; torch.set_num_interop_threads(3); runpy.run_module('trainables.worker', run_name='__main__')",
+    )
+    row = run_trial(build_config(tiny | {"interop_threads": 1}), data_dir=data_dir, worker_argv=preset)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("RuntimeError: interop_threads=1 did not take: torch runs 3 inter-op threads")
+    assert "torch_interop_threads" not in row  # no row measured with the wrong setting
+
+
 def test_memory_cap_kills_the_worker(tiny, data_dir):
     row = run_trial(build_config(tiny | {"memory_cap_mb": 64}), data_dir=data_dir, poll_s=0.05)
     assert row["status"] == "failed"

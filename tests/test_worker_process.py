@@ -4,12 +4,15 @@ import json
 import os
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from hwctl.allocator import find_allocator
+from hwctl.isa import bf16_native_reason
+from hwctl.microbench import CACHE_FILE
 from trainables.config import build_config
-from trainables.flops import flops_per_step
-from trainables.launcher import run_trial
+from trainables.flops import flops_method, flops_per_step
+from trainables.launcher import REPO_ROOT, run_trial
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 
@@ -36,9 +39,15 @@ def test_metrics_are_consistent(tiny, data_dir, tmp_path):
     assert row["config_key"] == cfg.config_key()
     assert row["flops_per_step"] == flops_per_step(cfg)
     assert row["tokens_per_s"] == pytest.approx(cfg.tokens_per_step / median)
+    assert row["flops_method"] == flops_method(cfg) and "SDPA CPU flash kernel" in row["flops_method"]
     assert row["achieved_gflops"] == pytest.approx(row["flops_per_step"] / median / 1e9)
-    assert row["mfu"] == pytest.approx(row["achieved_gflops"] / row["peak_gflops_fp32"])
+    # fp32: divided by the fp32 peak, measured (or cached) under this trial's conditions
+    assert row["peak_dtype"] == "fp32" and row["peak_gflops"] == row["peak_gflops_fp32"] > 1
+    assert row["mfu"] == pytest.approx(row["achieved_gflops"] / row["peak_gflops"])
     assert 0 < row["mfu"] < 1.5
+    assert row["bf16_native"] is (bf16_native_reason() is None)
+    if torch.backends.mkl.is_available():
+        assert row["matmul_library"] == "mkl (SGEMM)"
     assert row["projected_10k_steps_s"] == pytest.approx(10_000 * median)
     assert row["params"] == 64 * 512 + 64 * 64 + 2 * (12 * 64 * 64 + 4 * 64) + 2 * 64
     assert row["measure_steps_run"] == 3 and len(row["step_times_s"]) == 3
@@ -84,3 +93,42 @@ def test_save_model_writes_weights_and_config(tiny, data_dir, tmp_path):
     assert weights["wte.weight"].shape == (512, 64)
     assert sum(w.numel() for w in weights.values()) == row["params"]
     assert json.loads((folder / "config.json").read_text())["width"] == 64
+
+
+def test_bf16_rows_divide_by_the_bf16_peak_where_it_is_native(tiny, data_dir, tmp_path, simulated_cpu):
+    # the worker inherits BENCH_CPUINFO: it decides from the simulated CPU's flags (torch still runs on the real one)
+    row = run_trial(build_config(tiny | {"precision": "bf16"}), data_dir=data_dir, output_dir=tmp_path)
+    assert row["status"] == "ok", row.get("error")
+    native = simulated_cpu == "zen5-avx512"  # AVX-512 with BF16; zen3 has AVX2 only
+    assert row["bf16_native"] is native
+    assert row["peak_dtype"] == ("bf16" if native else "fp32")
+    assert row["mfu"] == pytest.approx(row["achieved_gflops"] / row["peak_gflops"])
+    if native:
+        assert "torch.mm bfloat16" in row["peak_method"] and row["peak_gflops"] > 1
+    else:
+        assert row["peak_gflops"] == row["peak_gflops_fp32"]
+        assert row["peak_method"].startswith("fp32 peak, as bf16 is not native here (the CPU has none of")
+    # the matmul itself ran on the real CPU: oneDNN, natively or emulated, or ATen's own kernel
+    assert row["matmul_library"].startswith("onednn (") or row["matmul_library"] in ("aten", "unknown")
+
+
+def _snapshot(folder):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.glob("*"))} if folder.exists() else {}
+
+
+def test_the_peak_cache_of_a_trial_lives_in_its_data_dir(tiny, data_dir, tmp_path):
+    repo_cache = REPO_ROOT / "data" / "hw"
+    before = _snapshot(repo_cache)
+    row = run_trial(build_config(tiny | {"threads": 1}), data_dir=data_dir, output_dir=tmp_path)
+    assert row["status"] == "ok", row.get("error")
+    # the figure the row divides by is in the temporary data dir, keyed by the trial's pinned CPU
+    sections = json.loads((data_dir / "hw" / CACHE_FILE).read_text()).values()  # one per (simulated) fingerprint
+    place = "{" + str(ALLOWED[0]) + "}"
+    values = [
+        entry["value"]
+        for section in sections
+        for key, entry in section["peaks"].items()
+        if key.startswith(f"matmul|float32|threads=1|places={place}|bind=close|allocator=glibc|")
+    ]
+    assert row["peak_gflops_fp32"] in values
+    assert _snapshot(repo_cache) == before  # the user's data/hw is untouched

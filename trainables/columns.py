@@ -83,7 +83,11 @@ CONFIG_COLUMNS = [
     _config("compile", "eager or inductor (`torch.compile`)"),
     _config("learning_rate", "AdamW learning rate"),
     _config("seed", "seed of the initial weights and of batch sampling"),
-    _config("dataset", "Hugging Face dataset name or a local .txt/.json/.jsonl/.parquet/.csv file"),
+    _config(
+        "dataset",
+        "Hugging Face dataset name, a local .txt/.json/.jsonl/.parquet/.csv file, or offline (the Python docs); "
+        "auto: ThomasTheMaker/Arc-Corpus-sample where the node can have it (hub or cache), else offline",
+    ),
     _config("threads", "intra-op/OpenMP threads (= cores given to the trial); auto: all cores", summary="{}"),
     _config("interop_threads", "PyTorch inter-op threads"),
     _config(
@@ -114,20 +118,21 @@ METRIC_COLUMNS = [
         _metric(
             f"step_time_{stat}_s",
             "float",
-            f"{meaning} optimizer-step time over the measured steps after warm-up",
+            f"{meaning} optimizer-step time over the measured steps after warm-up"
+            + ("; NaN for one step" if stat == "std" else ""),
             "s",
             "{:.4f} s" if stat == "median" else None,
         )
         for stat, meaning in _STEP_STATS.items()
     ),
-    _metric("step_time_cv", "float", "step_time_std_s / step_time_mean_s", summary="{:.1%}"),
+    _metric("step_time_cv", "float", "step_time_std_s / step_time_mean_s; NaN for one step", summary="{:.1%}"),
     _metric("step_times_s", "float_list", "every measured step's time", "s"),
     *(
         _metric(f"{phase}_s", "float", f"mean per step of the {meaning}", "s", "{:.4f} s")
         for phase, meaning in _PHASES.items()
     ),
     *(
-        _metric(f"{phase}_std_s", "float", f"standard deviation per step of the {phase} phase", "s")
+        _metric(f"{phase}_std_s", "float", f"standard deviation per step of the {phase} phase; NaN for one step", "s")
         for phase in _PHASES
     ),
     _metric(
@@ -148,20 +153,38 @@ METRIC_COLUMNS = [
     _metric("measured_region_s", "float", "sum of the measured steps", "s"),
     _metric("timed_region_s", "float", "sum of the cold, warm-up and measured steps", "s"),
     _metric("timing_method", "str", "how the steps were timed"),
+    _metric("stop_reason", "str", "what ended the measurement: measure_steps, or measure_seconds (after 3 steps)"),
     _metric("tokens_per_s", "float", "batch_size × seq_len × grad_accum / median step time", "tokens/s", "{:,.0f}"),
-    _metric("flops_per_step", "int", "analytic matmul FLOPs of one optimizer step (forward × 3)", "FLOP", "{:.3e}"),
+    _metric(
+        "flops_per_step",
+        "int",
+        "matmul FLOPs the kernels execute in one optimizer step, counted analytically (trainables/flops.py)",
+        "FLOP",
+        "{:.3e}",
+    ),
     _metric("flops_method", "str", "how flops_per_step was counted"),
     _metric("achieved_gflops", "float", "flops_per_step / median step time", "GFLOP/s", "{:.1f}"),
-    _metric("mfu", "float", "achieved_gflops / peak_gflops_fp32", summary="{:.1%}"),
+    _metric("mfu", "float", "achieved_gflops / peak_gflops", summary="{:.1%}"),
     _metric(
-        "peak_gflops_fp32",
+        "peak_gflops",
         "float",
-        "fp32 matmul peak measured with the trial's threads and pinning (cached in data/hw/)",
+        "the matmul peak mfu divides by: bf16's for bf16 and mixed rows where bf16_native, fp32's otherwise",
         "GFLOP/s",
         "{:.1f}",
     ),
-    _metric("peak_method", "str", "how the peak was measured"),
-    _metric("peak_cached", "bool", "the peak came from the cache in data/hw/"),
+    _metric("peak_dtype", "str", "which peak peak_gflops is: fp32 or bf16", summary="{}"),
+    _metric(
+        "peak_gflops_fp32",
+        "float",
+        "fp32 matmul peak under the trial's CPUs, pinning, threads, allocator and ISA cap (cached in data/hw/)",
+        "GFLOP/s",
+    ),
+    _metric("peak_method", "str", "how the peak was measured, and why fp32's where a bf16 row uses it"),
+    _metric(
+        "peak_cached",
+        "bool",
+        "the peaks came from data/hw/: measured earlier in the sweep by a trial under the same conditions",
+    ),
     _metric("peak_rss_mb", "float", "ru_maxrss of the worker after training", "MB", "{:.0f} MB"),
     _metric("loss_first", "float", "loss of the cold first step", summary="{:.3f}"),
     _metric("loss_last", "float", "loss of the last measured step", summary="{:.3f}"),
@@ -169,8 +192,23 @@ METRIC_COLUMNS = [
     _metric("energy_j", "float", "RAPL package energy over the measured steps; None where RAPL is unreadable", "J"),
     _metric("energy_per_step_j", "float", "energy_j / measured steps", "J"),
     _metric("energy_method", "str", "how energy was read, or why it is unavailable"),
-    _metric("effective_freq_ghz", "float", "mean scaling_cur_freq of the trial's CPUs while it ran", "GHz"),
+    _metric(
+        "effective_freq_ghz",
+        "float",
+        "mean scaling_cur_freq of the trial's CPUs, read at the start and the end of the measured steps",
+        "GHz",
+    ),
     _metric("effective_freq_method", "str", "how the frequency was sampled, or why it is unavailable"),
+    _metric(
+        "foreign_cpu_s",
+        "float",
+        "CPU time others (processes, kernel work) took on the trial's CPUs during the measured steps: "
+        "their busy time in /proc/stat − worker_cpu_s, at least 0",
+        "s",
+    ),
+    _metric("steal_s", "float", "time the hypervisor gave other guests on the trial's CPUs in the measured steps", "s"),
+    _metric("worker_cpu_s", "float", "the worker's own CPU time (all threads, user+system) in the measured steps", "s"),
+    _metric("contention_method", "str", "how foreign_cpu_s, steal_s and worker_cpu_s were read, or why unavailable"),
     _metric("startup_s", "float", "worker spawn to the start of the first step", "s", "{:.3f} s"),
     _metric("interpreter_start_s", "float", "worker spawn to the worker's first line", "s"),
     _metric("import_s", "float", "importing the framework in the worker", "s"),
@@ -178,8 +216,12 @@ METRIC_COLUMNS = [
     _metric("build_s", "float", "building the model, optimizer and batches", "s"),
     _metric("data_build_s", "float", "tokenizer training and tokenization when the cache was built", "s"),
     _metric("wall_s", "float", "the worker process's wall time, seen by the parent", "s"),
-    _metric("loadavg_before", "float", "1-minute load average before the worker starts: a busy machine shows here"),
-    _metric("loadavg_after", "float", "1-minute load average after the worker ends"),
+    _metric(
+        "loadavg_before",
+        "float",
+        "1-minute load average before the worker starts: a busy machine shows here (foreign_cpu_s: during the steps)",
+    ),
+    _metric("loadavg_after", "float", "1-minute load average after the worker ends (its own threads included)"),
 ]
 
 RECORDED_COLUMNS = [
@@ -238,6 +280,16 @@ RECORDED_COLUMNS = [
     _recorded("allocator_loaded", "str", "the allocator mapped into the worker (glibc, or the preloaded library)"),
     _recorded("blas", "str", "BLAS torch was built with (BLAS_INFO)"),
     _recorded("torch_cpu_capability", "str", "the vector ISA ATen dispatches to"),
+    _recorded(
+        "bf16_native",
+        "bool",
+        "bf16 matmuls run in hardware: the CPU has avx512_bf16, amx_bf16 or avx_ne_convert and the isa cap allows it",
+    ),
+    _recorded(
+        "matmul_library",
+        "str",
+        "library that ran a Linear of the trial's shape and dtype (MKL/oneDNN verbose output): mkl, onednn, aten",
+    ),
     _recorded("torch_version", "str", "torch version in the worker"),
     _recorded("python_version", "str", "Python version in the worker"),
     _recorded(
@@ -246,7 +298,7 @@ RECORDED_COLUMNS = [
     _recorded(
         "dataset_source",
         "str",
-        "where the text came from: the hub, the hub cache, or the offline fallback",
+        "where the text came from: the hub, the hub cache, or the offline corpus (dataset=offline)",
         summary="{}",
     ),
     _recorded("dataset_documents", "int", "documents in the corpus"),
@@ -265,8 +317,24 @@ RUN_COLUMNS = [
     _run("plan", "str", "the plan's name"),
     _run("study", "str", "the plan study the trial belongs to"),
     _run("point", "json", "the keys the study varies, with this trial's values"),
-    _run("trial_index", "int", "the trial's place in the plan (None for searcher-proposed points)"),
-    _run("phase", "str", "grid, refine (Optuna where the curve bends), autotune or ab"),
+    _run("trial_index", "int", "the trial's place in the plan (None for control and searcher-proposed points)"),
+    _run(
+        "repeat",
+        "int",
+        "which measurement of its point this is, from 0 (plan key repeats); for a control point (study control), "
+        "which of its node's control points",
+    ),
+    _run("order_seed", "int", "the seed that shuffled the sweep's order (plan key order_seed)"),
+    _run(
+        "trial_order",
+        "int",
+        "the trial's place in its node's order, from 0 (None: recorded, not run); control points included",
+    ),
+    _run(
+        "phase",
+        "str",
+        "grid, control (the baseline re-measured through the sweep), refine (Optuna where the curve bends), autotune or ab",
+    ),
     _run("bend_score", "float", "for refined points: the bend score of the interval that chose the point"),
     _run("ab_arm", "str", "autotune A/B re-measurement: default or best"),
     _run("ab_round", "int", "autotune A/B round"),
@@ -301,7 +369,8 @@ SUMMARY_ORDER = (
     "tokens_per_s",
     "flops_per_step",
     "achieved_gflops",
-    "peak_gflops_fp32",
+    "peak_gflops",
+    "peak_dtype",
     "mfu",
     "peak_rss_mb",
     "loss_first",

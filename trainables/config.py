@@ -4,7 +4,9 @@ Field names are the canonical keys of ../shared/MISSION.md: the same names are u
 command line (`bench.py trial width=512`), in plan files and as Parquet columns.
 `None` means "auto": model-level autos (head_dim, kv_heads, timing protocol) are resolved by
 `validate()`, machine-level autos (threads) by the worker's launcher on the node that runs it,
-so one config means "all cores" on every host.
+so one config means "all cores" on every host. `dataset` is the exception: its auto is resolved by
+`validate()` (on the node that expands the plan) into the dataset actually used, because a run on
+the hub's data and a run on the offline corpus must not share a config_key (trainables/dataset.py).
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ class TrialConfig:
     compile: str = "eager"
     learning_rate: float = 1e-3
     seed: int = 0
-    dataset: str = DEFAULT_DATASET  # a Hugging Face dataset name or a local .txt/.json/.jsonl/.parquet/.csv file
+    # a Hugging Face dataset name, a local .txt/.json/.jsonl/.parquet/.csv file, or "offline";
+    # auto: DEFAULT_DATASET where this node can have it (hub or cache), else "offline"
+    dataset: str | None = None
     # system
     threads: int | None = None  # auto: `cores`
     interop_threads: int = 1
@@ -264,6 +268,12 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     if cfg.memory_cap_mb is not None:
         _check_range("memory_cap_mb", cfg.memory_cap_mb, 64)
 
+    dataset = cfg.dataset
+    if dataset is None:
+        from trainables.dataset import resolve_auto_dataset  # imports numpy: only when there is an auto to resolve
+
+        dataset = resolve_auto_dataset(DEFAULT_DATASET)
+
     compiled = cfg.compile != "eager"
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else (3 if compiled else 2)
     measure = cfg.measure_steps if cfg.measure_steps is not None else 10
@@ -272,5 +282,10 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     _check_range("measure_steps", measure, 1)
     _check_range("measure_seconds", seconds, 0.0)
     return cfg.replace(
-        head_dim=head_dim, kv_heads=kv_heads, warmup_steps=warmup, measure_steps=measure, measure_seconds=seconds
+        head_dim=head_dim,
+        kv_heads=kv_heads,
+        warmup_steps=warmup,
+        measure_steps=measure,
+        measure_seconds=seconds,
+        dataset=dataset,
     )

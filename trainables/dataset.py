@@ -1,14 +1,19 @@
 """Training text, a locally trained BPE tokenizer and the token stream, cached under data/.
 
-The default corpus is the Hugging Face dataset ThomasTheMaker/Arc-Corpus-sample, loaded with
-`datasets`. When the hub cannot be reached, a copy in the local `datasets` cache is used; failing
-that, a real-text corpus every CPython ships (the Python reference documentation in
-pydoc_data.topics, ~460k characters of English prose and code). Which one was used is recorded
-as `dataset_source` in every result. None of this runs inside a trial's timed region.
+`dataset` names the text, and so enters config_key: a Hugging Face dataset (loaded with `datasets`
+from the hub or, when the hub cannot be reached, from the local `datasets` cache), a local file, or
+`offline`: a real-text corpus every CPython ships (the Python reference documentation in
+pydoc_data.topics, ~460k characters of English prose and code). A named hub dataset that can be had
+from neither the hub nor the cache fails the trial: it never silently becomes another text. The
+default, dataset=auto, is resolved where the config is validated, on the node that will run it
+(`resolve_auto_dataset`): the hub dataset where it can be had, else `offline`, so a hub run and a
+fallback run have different config_keys. Where the text came from is recorded as `dataset_source`.
+None of this runs inside a trial's timed region.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,9 +26,16 @@ import numpy as np
 
 from hwctl.files import atomic_path, atomic_write_text
 
-FALLBACK_SOURCE = "offline:pydoc_data.topics"
+OFFLINE_DATASET = "offline"  # the config value that names the offline corpus
+FALLBACK_SOURCE = "offline:pydoc_data.topics"  # its dataset_source
+# where trials read and cache their data (trainables.launcher.DATA_DIR, which sweeps use on every node)
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 END_OF_TEXT = "<|endoftext|>"
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet", ".csv": "csv"}
+
+
+class DatasetUnavailable(RuntimeError):
+    """The named dataset can be had from neither the hub nor the local cache."""
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -48,14 +60,30 @@ def _texts_from(dataset) -> list[str]:
     return [t for t in dataset[column] if t and t.strip()]
 
 
-def load_texts(name: str, data_dir: Path) -> tuple[list[str], str]:
-    """Return (documents, dataset_source)."""
-    path = Path(name)
-    if path.suffix in LOCAL_FORMATS and path.exists():
-        import datasets
+@functools.cache
+def resolve_auto_dataset(hub_name: str, data_dir: Path = DATA_DIR) -> str:
+    """What dataset=auto means on this node: `hub_name` where the hub or data_dir's cache has it, else `offline`.
 
-        ds = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
-        return _texts_from(ds), f"file:{path}"
+    Asked once per process (the hub check may wait 3 s), by config validation: every node expands a plan
+    itself, so each resolves its own. A hub that goes away after this makes the trial fail, not fall back."""
+    if hub_reachable() or _cached_copy(hub_name, data_dir):
+        return hub_name
+    return OFFLINE_DATASET
+
+
+def _cached_copy(name: str, data_dir: Path) -> bool:
+    cache = data_dir / "hf"
+    if not cache.is_dir() or not any(cache.iterdir()):
+        return False  # no cache at all: spare the second it takes to import datasets
+    try:
+        _load_hub_dataset(name, data_dir)
+    except DatasetUnavailable:
+        return False
+    return True
+
+
+def _load_hub_dataset(name: str, data_dir: Path):
+    """(the dataset, "hub" or "hub-cache"); DatasetUnavailable when neither has it."""
     if not hub_reachable():
         # offline: the hub cache under data/ may still hold an earlier download
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -67,8 +95,26 @@ def load_texts(name: str, data_dir: Path) -> tuple[list[str], str]:
     except Exception:
         if os.environ.get("HF_HUB_OFFLINE") != "1":
             raise  # the hub answered and still failed: a real error the user must see
+        raise DatasetUnavailable(
+            f"dataset {name!r}: the hub cannot be reached and {data_dir / 'hf'} holds no copy "
+            f"(dataset={OFFLINE_DATASET}, or bench.py --dataset-offline, trains on the offline corpus instead)"
+        ) from None
+    return ds, "hub-cache" if os.environ.get("HF_HUB_OFFLINE") == "1" else "hub"
+
+
+def load_texts(name: str, data_dir: Path) -> tuple[list[str], str]:
+    """Return (documents, dataset_source)."""
+    if name == OFFLINE_DATASET:
         return fallback_texts(), FALLBACK_SOURCE
-    source = "hub-cache" if os.environ.get("HF_HUB_OFFLINE") == "1" else "hub"
+    path = Path(name)
+    if path.suffix in LOCAL_FORMATS:
+        if not path.exists():
+            raise FileNotFoundError(f"dataset {name!r}: no such file")
+        import datasets
+
+        ds = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+        return _texts_from(ds), f"file:{path}"
+    ds, source = _load_hub_dataset(name, data_dir)
     return _texts_from(ds), f"{source}:{name}"
 
 
@@ -111,8 +157,8 @@ def prepare_tokens(name: str, vocab_size: int, data_dir: Path) -> tuple[np.ndarr
     ids_path, meta_path = cache / f"{stem}.npy", cache / f"{stem}.json"
     if ids_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        # a fallback corpus is only a stand-in: prefer the real dataset once the hub answers
-        if meta["dataset_source"] != FALLBACK_SOURCE or not hub_reachable():
+        # before dataset=offline existed, a hub name's cache could hold the offline corpus: never reuse that
+        if (meta["dataset_source"] == FALLBACK_SOURCE) == (name == OFFLINE_DATASET):
             return np.load(ids_path, mmap_mode="r"), meta | {"data_cache_hit": True}
 
     started = time.perf_counter()

@@ -23,6 +23,7 @@ PHASES = ("forward", "backward", "optimizer")
 PHASES_MEASURED = "measured"
 PHASES_FUSED = "fused: forward, backward and optimizer update run in one call, not timed apart"
 MIN_MEASURED_STEPS = 3
+STOP_STEPS, STOP_SECONDS = "measure_steps", "measure_seconds"  # stop_reason: which budget ended the measurement
 
 
 @dataclass
@@ -65,9 +66,14 @@ def run_fused_step(trainer, micro_batches, times: StepTimes) -> None:
     times.losses.append(loss)
 
 
+def _std(values: list[float]) -> float:
+    """Sample standard deviation; NaN for one value, which says nothing about spread (0 would claim none)."""
+    return statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
 def _stats(prefix: str, values: list[float]) -> dict:
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    std = _std(values)
     return {
         f"{prefix}_median_s": statistics.median(values),
         f"{prefix}_mean_s": mean,
@@ -87,7 +93,7 @@ def _phase_stats(measured: StepTimes, *, fused: bool) -> dict:
     for phase in PHASES:
         values = getattr(measured, phase)
         result[f"{phase}_s"] = statistics.fmean(values)
-        result[f"{phase}_std_s"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        result[f"{phase}_std_s"] = _std(values)
     return result | {"phase_split": PHASES_MEASURED}
 
 
@@ -95,7 +101,9 @@ def measure(
     trainer, batches, *, grad_accum: int, warmup_steps: int, measure_steps: int, measure_seconds: float, probe=None
 ) -> dict:
     """Run the protocol; `batches` is a list of micro-batches reused cyclically. `probe` (start(), stop() -> dict,
-    e.g. an energy counter) brackets exactly the measured steps."""
+    e.g. hwctl.telemetry.Probes of the energy, frequency and contention probes) brackets exactly the measured steps.
+    Measuring stops after measure_steps, or once measure_seconds have passed and MIN_MEASURED_STEPS ran, whichever
+    comes first; `stop_reason` says which."""
 
     def micro_batches(step: int):
         return [batches[(step * grad_accum + i) % len(batches)] for i in range(grad_accum)]
@@ -118,9 +126,11 @@ def measure(
             take_step(trainer, micro_batches(first + len(measured.total)), measured)
             done = len(measured.total)
             elapsed = time.perf_counter() - started
-            if done >= measure_steps or (
-                measure_seconds > 0 and elapsed >= measure_seconds and done >= MIN_MEASURED_STEPS
-            ):
+            if done >= measure_steps:
+                stop_reason = STOP_STEPS
+                break
+            if measure_seconds > 0 and elapsed >= measure_seconds and done >= MIN_MEASURED_STEPS:
+                stop_reason = STOP_SECONDS
                 break
         if probe is not None:
             probed = probe.stop()
@@ -137,6 +147,7 @@ def measure(
         loss_first=trainer.loss_value(cold.losses[0]),
         loss_last=trainer.loss_value(measured.losses[-1]),
         step_times_s=list(measured.total),
+        stop_reason=stop_reason,
         timing_method=FUSED_TIMING_METHOD if trainer.FUSED_STEP else TIMING_METHOD,
     )
     return result | probed

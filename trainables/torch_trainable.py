@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s): the worker counts it as import time
 
-from hwctl.microbench import matmul_peak_gflops
+from hwctl.isa import bf16_native_reason
+from hwctl.microbench import matmul_library, matmul_peak_gflops
 from trainables.config import TrialConfig
 from trainables.torch_model import GPT
 from trainables.trainer import Trainer
@@ -20,12 +21,20 @@ class TorchTrainer(Trainer):
 
     @classmethod
     def configure_threads(cls, threads: int, interop_threads: int) -> None:
-        """Must run before any parallel torch work: inter-op threads cannot be changed once used."""
+        """Must run before any parallel torch work: inter-op threads cannot be changed once used. A setting that did
+        not take fails the trial with the reason: a row measured with other thread counts than its config is wrong."""
         torch.set_num_threads(threads)
         try:
             torch.set_num_interop_threads(interop_threads)
-        except RuntimeError:
-            pass  # already initialised in this process (tests that train in-process); the worker sets it first
+        except RuntimeError as exc:
+            # torch refuses once its inter-op pool exists; that is harmless only if it already has the asked size
+            if torch.get_num_interop_threads() != interop_threads:
+                raise RuntimeError(
+                    f"interop_threads={interop_threads} did not take: torch runs {torch.get_num_interop_threads()} "
+                    f"inter-op threads ({exc})"
+                ) from exc
+        if torch.get_num_threads() != threads:
+            raise RuntimeError(f"threads={threads} did not take: torch runs {torch.get_num_threads()} threads")
 
     def __init__(self, cfg: TrialConfig):
         self.cfg = cfg
@@ -85,12 +94,34 @@ class TorchTrainer(Trainer):
             "torch_version": torch.__version__,
         }
 
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the matmuls run in: bf16 weights, or bf16 under autocast (mixed), else fp32."""
+        return "bfloat16" if self.cfg.precision in ("bf16", "mixed") else "float32"
+
     def matmul_peak(self, threads: int, cache_dir: Path) -> dict:
-        peak = matmul_peak_gflops(threads, cache_dir)
+        """The peak MFU divides by, measured in this worker (so under the trial's CPUs, pinning, threads, allocator
+        and ISA cap) or read from the figures cached under the same conditions since the sweep began
+        (hwctl/microbench.py): bf16's where the trial's matmuls run in bf16 and the CPU does bf16 natively under the
+        trial's ISA cap; fp32's otherwise, since without native bf16 the kernels convert and run fp32 FMAs at best."""
+        fp32 = matmul_peak_gflops(threads, cache_dir)
+        peak, method = fp32, fp32["peak_method"]
+        if self.compute_dtype == "bfloat16":
+            not_native = bf16_native_reason(self.cfg.isa)
+            if not_native:
+                method = f"fp32 peak, as bf16 is not native here ({not_native}): {method}"
+            else:
+                peak = matmul_peak_gflops(threads, cache_dir, "bfloat16")
+                method = peak["peak_method"]
+        # the MLP's up-projection (the largest Linear but the lm_head) in the dtype its matmul runs in
+        shape = (self.cfg.batch_size * self.cfg.seq_len, self.cfg.width, self.cfg.mlp_hidden)
         return {
-            "peak_gflops_fp32": peak["peak_gflops"],
-            "peak_method": peak["peak_method"],
-            "peak_cached": peak["peak_cached"],
+            "peak_gflops": peak["peak_gflops"],
+            "peak_dtype": "fp32" if peak is fp32 else "bf16",
+            "peak_gflops_fp32": fp32["peak_gflops"],
+            "peak_method": method,
+            "peak_cached": fp32["peak_cached"] and peak["peak_cached"],
+            "matmul_library": matmul_library(self.compute_dtype, shape, threads, cache_dir),
         }
 
     def save(self, folder: Path) -> None:

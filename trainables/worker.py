@@ -62,10 +62,12 @@ def _thread_affinities() -> str:
 
 def run(payload: dict) -> dict:
     started = time.time()
-    from hwctl.telemetry import EnergyCounter
+    from hwctl.telemetry import CpuContention, EnergyCounter, FrequencyProbe, Probes
     from trainables.dataset import prepare_tokens
     from trainables.timing import measure
 
+    # the trial's CPUs: read before OpenMP narrows the main thread's mask to its first place
+    cpus = sorted(os.sched_getaffinity(0))
     cfg, trainer_class = load_framework(payload["config"])
     import_s = time.time() - started
 
@@ -77,7 +79,13 @@ def run(payload: dict) -> dict:
     timing = measure(
         trainer,
         batches,
-        probe=EnergyCounter(),
+        probe=Probes(
+            [
+                EnergyCounter(Path(payload["sysfs_root"])),
+                FrequencyProbe(cpus, Path(payload["sysfs_root"])),
+                CpuContention(cpus),
+            ]
+        ),
         grad_accum=cfg.grad_accum,
         warmup_steps=cfg.warmup_steps,
         measure_steps=cfg.measure_steps,
@@ -85,6 +93,7 @@ def run(payload: dict) -> dict:
     )
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     thread_affinity = _thread_affinities()
+    # after the timed region; on a cache miss measured here, under the trial's own CPUs, threads, allocator and ISA cap
     peak = trainer.matmul_peak(cfg.threads, data_dir / "hw")
     result = (
         timing
@@ -137,19 +146,26 @@ def build_trainer(trainer_class, cfg, tokens) -> tuple:
 
 def derived_metrics(cfg, timing: dict, params: int, peak: dict) -> dict:
     """What the step times mean: FLOP rate, MFU against the framework's own matmul peak, throughput, projections."""
-    from trainables.flops import FLOPS_METHOD, flops_per_step
+    from hwctl.isa import bf16_native_reason
+    from trainables.flops import flops_method, flops_per_step
 
     flops = flops_per_step(cfg)
     median = timing["step_time_median_s"]
     achieved = flops / median / 1e9
     energy = timing["energy_j"]
+    # a trainer that measures only an fp32 peak (tests/fake_trainer.py) is divided by it
+    peak_gflops = peak.get("peak_gflops", peak["peak_gflops_fp32"])
     return {
         "params": params,
         "flops_per_step": flops,
-        "flops_method": FLOPS_METHOD,
+        "flops_method": flops_method(cfg),
         "achieved_gflops": achieved,
-        "mfu": achieved / peak["peak_gflops_fp32"],
+        "mfu": achieved / peak_gflops,
+        "peak_gflops": peak_gflops,
+        "peak_dtype": peak.get("peak_dtype", "fp32"),
         "peak_gflops_fp32": peak["peak_gflops_fp32"],
+        "bf16_native": bf16_native_reason(cfg.isa) is None,
+        "matmul_library": peak.get("matmul_library", "unknown"),
         "peak_method": peak["peak_method"],
         "peak_cached": peak["peak_cached"],
         "tokens_per_s": cfg.tokens_per_step / median,

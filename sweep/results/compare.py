@@ -2,7 +2,10 @@
 
 Which rows: every sweep in the store by default, because a config_key names the same measured config whichever sweep
 ran it, and a device comparison often pools a multi-node sweep with runs made on one machine at a time. A cell is the
-median over every ok row its host has for the config and says how many rows it pools; the recorded-variables table
+median over every ok row its host has for the config (and the text it trained on: the hub's and the offline corpus
+never pool) and says how many rows it pools; where it pools several, it carries their 95% confidence interval (the
+hierarchical bootstrap of sweep/results/stats.py: the rows are the repeats), and so does its speed-up where both cells
+have several. The recorded-variables table
 shows every distinct value a host's rows carry, so a changed setup (kernel, torch) shows instead of being averaged
 away. `sweep="latest"` or a sweep id narrows the rows to one sweep.
 
@@ -27,7 +30,20 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.results.rows import clean_row, is_number, is_positive, latest_sweep, md_table, ms, plan_order, point_text
+from sweep.results.rows import (
+    clean_row,
+    data_of,
+    estimate_of,
+    interval_ms,
+    is_number,
+    is_positive,
+    latest_sweep,
+    md_table,
+    ms,
+    plan_order,
+    point_text,
+)
+from sweep.results.stats import Estimate, Ratio, ratio_to_reference
 from sweep.results.store import EmptyStore, Store, slug
 from sweep.results.tables import format_table
 from trainables.columns import compare_columns
@@ -46,6 +62,7 @@ class Cell:
     step_time_s: float  # median over the group's ok rows of one config
     tokens_per_s: float | None
     rows: int
+    estimate: Estimate  # step_time_s with its 95% interval; shown where the cell pools several rows
 
 
 @dataclass
@@ -55,9 +72,9 @@ class Comparison:
     ref_reason: str
     labels: list[str]  # the groups with a config in common with another group: ref first, then in sort order
     aliases: dict[str, set[str]]  # label -> the hostnames and IPs its rows carry (what --ref may name)
-    cells: dict[tuple[str, str], dict[str, Cell]]  # (study, config_key) -> label -> cell, every ok config
-    compared: list[tuple[str, str]]  # the configs ok on two or more groups, by study then axis value
-    points: dict[tuple[str, str], dict]
+    cells: dict[tuple[str, str, str], dict[str, Cell]]  # (study, config_key, data) -> label -> cell, every ok config
+    compared: list[tuple[str, str, str]]  # the configs ok on two or more groups, by study then axis value
+    points: dict[tuple[str, str, str], dict]
     rows: dict[str, list[dict]]  # label -> its cleaned rows
     sweeps: list[str]
     left_out: list[str]  # groups with rows but no ok config in common with another group
@@ -65,9 +82,17 @@ class Comparison:
     def ok_rows(self, label: str) -> int:
         return sum(1 for r in self.rows[label] if r["_ok"])
 
-    def speedup(self, key: tuple[str, str], label: str) -> float | None:
+    def speedup(self, key: tuple[str, str, str], label: str) -> float | None:
         ref, cell = self.cells[key].get(self.ref), self.cells[key].get(label)
         return ref.step_time_s / cell.step_time_s if ref and cell else None
+
+    def speedup_interval(self, key: tuple[str, str, str], label: str) -> Ratio | None:
+        """ref's step time over this group's with its 95% interval, where both cells pool several rows (a single row
+        has only its steps to resample, which says nothing about how far a repeat of it would land)."""
+        ref, cell = self.cells[key].get(self.ref), self.cells[key].get(label)
+        if not ref or not cell or label == self.ref or min(ref.rows, cell.rows) < 2:
+            return None
+        return ratio_to_reference(ref.estimate, cell.estimate)
 
 
 def load_rows(store: Store, sweep: str | None = None) -> list[dict]:
@@ -114,20 +139,21 @@ def build_comparison(rows: list[dict], by: str = "host", ref: str | None = None)
     """The comparison of store rows (any sweeps); raises CompareError when no config ran ok on two groups."""
     rows = sorted((clean_row(r) for r in rows), key=plan_order)
     groups = group_rows(rows, by)
-    cells: dict[tuple[str, str], dict[str, Cell]] = {}
-    points: dict[tuple[str, str], dict] = {}
+    cells: dict[tuple[str, str, str], dict[str, Cell]] = {}
+    points: dict[tuple[str, str, str], dict] = {}
     for r in rows:
         if r["_ok"]:
-            points.setdefault((str(r.get("study")), str(r.get("config_key"))), r["_point"])
+            points.setdefault(config_of(r), r["_point"])
     for label, members in groups.items():
-        by_config: dict[tuple[str, str], list[dict]] = {}
+        by_config: dict[tuple[str, str, str], list[dict]] = {}
         for r in members:
             if r["_ok"]:
-                by_config.setdefault((str(r.get("study")), str(r.get("config_key"))), []).append(r)
+                by_config.setdefault(config_of(r), []).append(r)
         for key, ok in by_config.items():
             tokens = [r["tokens_per_s"] for r in ok if is_positive(r.get("tokens_per_s"))]
-            median = statistics.median(r["step_time_median_s"] for r in ok)
-            cells.setdefault(key, {})[label] = Cell(median, statistics.median(tokens) if tokens else None, len(ok))
+            estimate = estimate_of(ok, "/".join((label, *key)))
+            tokens_median = statistics.median(tokens) if tokens else None
+            cells.setdefault(key, {})[label] = Cell(estimate.median_s, tokens_median, len(ok), estimate)
     compared = _study_order([k for k in points if len(cells.get(k, {})) >= 2], points)
     sweeps = sorted({str(r.get("sweep")) for r in rows})
     if not compared:
@@ -159,9 +185,14 @@ def build_comparison(rows: list[dict], by: str = "host", ref: str | None = None)
     return comparison
 
 
-def _study_order(keys: list[tuple[str, str]], points: dict) -> list[tuple[str, str]]:
+def config_of(row: dict) -> tuple[str, str, str]:
+    """(study, config_key, the text it trained on): what one cell pools."""
+    return str(row.get("study")), str(row.get("config_key")), data_of(row)
+
+
+def _study_order(keys: list[tuple[str, str, str]], points: dict) -> list[tuple[str, str, str]]:
     """Studies in first-seen order; inside one, numeric axis values ascending, other values in plan order."""
-    studies = list(dict.fromkeys(study for study, _ in keys))
+    studies = list(dict.fromkeys(study for study, *_ in keys))
     seen: dict[str, list] = {}
     for key in keys:
         for axis, value in points[key].items():
@@ -170,7 +201,7 @@ def _study_order(keys: list[tuple[str, str]], points: dict) -> list[tuple[str, s
     def value_order(key):
         return [(0, v) if is_number(v) else (1, seen[a].index(v)) for a, v in points[key].items()]
 
-    return [k for s in studies for k in sorted((k for k in keys if k[0] == s), key=value_order)]
+    return [k for s in studies for k in sorted((k for k in keys if k[0] == s), key=lambda k: (value_order(k), k[2]))]
 
 
 def _reference(c: Comparison, ref: str | None) -> tuple[str, str]:
@@ -195,17 +226,38 @@ def side_by_side(c: Comparison) -> tuple[list[str], list[list]]:
     columns = ["study", "point"]
     for g in c.labels:
         columns += [f"{g} ms (ref)", "tokens/s"] if g == c.ref else [f"{g} ms", "tokens/s", "vs ref"]
+    several_data = {k[:2] for k in c.compared if sum(1 for o in c.compared if o[:2] == k[:2]) > 1}
     table = []
     for key in c.compared:
-        line = [key[0], point_text({"_point": c.points[key]})]
+        line = [
+            key[0],
+            point_text({"_point": c.points[key]})
+            + (f" ({key[2] or 'data not recorded'})" if key[:2] in several_data else ""),
+        ]
         for g in c.labels:
-            cell, speedup = c.cells[key].get(g), c.speedup(key, g)
-            line += [
-                (ms(cell.step_time_s) + (f" (n={cell.rows})" if cell.rows > 1 else "")) if cell else "",
-                f"{cell.tokens_per_s:,.0f}" if cell and cell.tokens_per_s else "",
-            ] + ([] if g == c.ref else [f"{speedup:.2f}x" if speedup else ""])
+            cell = c.cells[key].get(g)
+            line += [cell_text(cell), f"{cell.tokens_per_s:,.0f}" if cell and cell.tokens_per_s else ""]
+            line += [] if g == c.ref else [speedup_text(c, key, g)]
         table.append(line)
     return columns, table
+
+
+def cell_text(cell: Cell | None) -> str:
+    """'220.0 (n=3, 181.3–309.9)': the median over n rows and its 95% interval; one row: its median only."""
+    if not cell:
+        return ""
+    interval = interval_ms(cell.estimate)
+    return ms(cell.step_time_s) + (f" (n={cell.rows}, {interval})" if cell.rows > 1 and interval else "")
+
+
+def speedup_text(c: Comparison, key: tuple[str, str, str], label: str) -> str:
+    speedup, interval = c.speedup(key, label), c.speedup_interval(key, label)
+    if not speedup:
+        return ""
+    if not interval or interval.low is None:
+        return f"{speedup:.2f}x"
+    verdict = ", no measurable effect" if interval.measurable is False else ""
+    return f"{speedup:.2f}x ({interval.low:.2f}–{interval.high:.2f}{verdict})"
 
 
 def speedup_summary(c: Comparison) -> tuple[list[str], list[list]]:
@@ -264,7 +316,10 @@ def intro(c: Comparison) -> str:
     single = sum(1 for k in c.cells if len(c.cells[k]) == 1)
     return (
         f"Rows of sweep(s) {', '.join(c.sweeps)}, grouped by {c.by} ({split}). Each cell is the median over the ok "
-        f"rows of that {c.by} and config; (n=3) marks a median of 3 rows. Reference: {c.ref} ({c.ref_reason}). "
+        f"rows of that {c.by} and config; (n=3, a–b) marks a median of 3 rows and its 95% confidence interval "
+        "(hierarchical bootstrap over the rows and their steps); a speed-up between two such cells carries its "
+        "interval, and 'no measurable effect' where that includes 1.00. "
+        f"Reference: {c.ref} ({c.ref_reason}). "
         f"vs ref = {c.ref}'s median step time / this {c.by}'s median step time: above 1.00x is faster than "
         f"{c.ref}; one config has the same tokens per step everywhere, so tokens/s differ by the same factor. "
         f"{len(c.compared)} configs finished ok on two or more {c.by}s; {single} ran ok on one {c.by} only: not "
@@ -288,11 +343,10 @@ def compare_markdown(c: Comparison, out: Path, level: int = 2) -> str:
     parts = [f"{'#' * level} Across {c.by}s", intro(c), f"{sub} Median step time (ms) and tokens/s side by side"]
     parts += [md_table(*side_by_side(c)), f"{sub} Speed-up vs {c.ref}", md_table(*speedup_summary(c))]
     parts += [f"{sub} Recorded, not set, per {c.by}", md_table(*recorded_table(c)), f"{sub} Step time per study"]
-    for study in dict.fromkeys(study for study, _ in c.compared):
+    for study in dict.fromkeys(study for study, *_ in c.compared):
         png = out / f"compare-{slug(study)}.png"
         lines = {
-            g: [(c.points[k], c.cells[k][g].step_time_s) for k in c.cells if k[0] == study and g in c.cells[k]]
-            for g in c.labels
+            g: [(c.points[k], c.cells[k][g]) for k in c.cells if k[0] == study and g in c.cells[k]] for g in c.labels
         }
         plot_across(png, study, c.by, lines)
         parts.append(f"![{study} across {c.by}s]({png.name})")
@@ -316,19 +370,25 @@ def comparison_json(c: Comparison) -> dict:
 
 def comparison_records(c: Comparison) -> list[dict]:
     """One record per compared config and group: what --format csv prints."""
-    return [
-        {
-            "study": key[0],
-            "point": point_text({"_point": c.points[key]}),
-            "config_key": key[1],
-            c.by: g,
-            "rows": cell.rows,
-            "step_time_median_s": cell.step_time_s,
-            "tokens_per_s": cell.tokens_per_s,
-            "speedup_vs_ref": c.speedup(key, g),
-            "ref": c.ref,
-        }
-        for key in c.compared
-        for g in c.labels
-        if (cell := c.cells[key].get(g))
-    ]
+    return [record(c, key, g) for key in c.compared for g in c.labels if g in c.cells[key]]
+
+
+def record(c: Comparison, key: tuple[str, str, str], label: str) -> dict:
+    cell, interval = c.cells[key][label], c.speedup_interval(key, label)
+    several = cell.rows > 1  # the 95% intervals where the rows support them (ref's too, for the speed-up)
+    return {
+        "study": key[0],
+        "point": point_text({"_point": c.points[key]}),
+        "config_key": key[1],
+        c.by: label,
+        "rows": cell.rows,
+        "step_time_median_s": cell.step_time_s,
+        "tokens_per_s": cell.tokens_per_s,
+        "speedup_vs_ref": c.speedup(key, label),
+        "ref": c.ref,
+        "data": key[2],
+        "step_time_low_s": cell.estimate.low_s if several else None,
+        "step_time_high_s": cell.estimate.high_s if several else None,
+        "speedup_low": interval.low if interval else None,
+        "speedup_high": interval.high if interval else None,
+    }

@@ -11,9 +11,19 @@ import math
 
 import numpy as np
 
+from sweep.results.stats import f_tail
+
 # Candidate knees between two neighbouring measured points: a grid step of 1/20 of the log interval (3.5 % for a
 # doubling) is finer than the run-to-run noise of a step time, so a finer grid would only chase noise.
 KNEE_GRID_STEPS = 20
+# A continuous two-segment line in log-log has 4 parameters (intercept, two slopes, knee): with 4 points it passes
+# through every one of them, so it takes at least 5 distinct values before the fit can be wrong and the test mean much.
+KNEE_PARAMETERS = 4
+LINE_PARAMETERS = 2
+MIN_KNEE_VALUES = KNEE_PARAMETERS + 1
+KNEE_P_VALUE = 0.05
+# Amdahl's T(n) = T1 * (s + (1 - s)/n) has 2 parameters: 2 core counts are fitted exactly, which checks nothing.
+MIN_AMDAHL_CORE_COUNTS = 3
 
 
 def _loglog(xs, ys) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +81,9 @@ def segmented_fit(xs, ys) -> dict:
         "improvement": 0.0,
         "anchor_x": None,
         "anchor_y": None,
+        "distinct_x": int(distinct.size),
+        "f_statistic": None,
+        "p_value": None,
     }
     if distinct.size < 2:
         return result | {"method": f"no fit: {distinct.size} distinct positive x value(s), a line needs 2"}
@@ -97,20 +110,62 @@ def segmented_fit(xs, ys) -> dict:
     best = min(range(len(fits)), key=lambda i: fits[i][0][1])  # min() keeps the first of equal RSS: deterministic
     (coef, rss), knee = fits[best]
     exact = " (3 distinct x: the fit is exact)" if distinct.size == 3 else ""
-    return result | {
-        "knee_x": math.exp(knee),
-        "knee_y": math.exp(coef[0]),
-        "slope_before": float(coef[1]),
-        "slope_after": float(coef[2]),
-        "rss": rss,
-        "r2": _r2(ly, rss),
-        "single_slope": float(slope),
-        # a single line that already fits to rounding leaves nothing for the knee to explain
-        "improvement": 0.0 if single_rss <= 1e-12 * sst + 1e-24 else max(0.0, 1.0 - rss / single_rss),
-        "anchor_x": math.exp(knee),
-        "anchor_y": math.exp(coef[0]),
-        "method": f"two-segment continuous least squares in log-log, {candidates.size} candidate knees{exact}",
-    }
+    return (
+        result
+        | {
+            "knee_x": math.exp(knee),
+            "knee_y": math.exp(coef[0]),
+            "slope_before": float(coef[1]),
+            "slope_after": float(coef[2]),
+            "rss": rss,
+            "r2": _r2(ly, rss),
+            "single_slope": float(slope),
+            # a single line that already fits to rounding leaves nothing for the knee to explain
+            "improvement": 0.0 if single_rss <= 1e-12 * sst + 1e-24 else max(0.0, 1.0 - rss / single_rss),
+            "anchor_x": math.exp(knee),
+            "anchor_y": math.exp(coef[0]),
+            "method": f"two-segment continuous least squares in log-log, {candidates.size} candidate knees{exact}",
+        }
+        | knee_f_test(single_rss, rss, int(lx.size), sst)
+    )
+
+
+def knee_f_test(line_rss: float, knee_rss: float, n_points: int, sst: float) -> dict:
+    """Is the two-segment fit significantly better than one straight line? The F-test of nested least-squares models:
+    F = ((RSS_line - RSS_knee) / (4 - 2)) / (RSS_knee / (n - 4)), p = P(F(2, n - 4) > F).
+
+    The knee is chosen to minimise RSS_knee, so the nominal p is somewhat optimistic (Davies 1987, Biometrika 74);
+    charging the knee a full degree of freedom, as here, is the usual allowance (Hudson 1966, JASA 61). None where
+    n - 4 leaves no residual degree of freedom.
+    """
+    residual_df = n_points - KNEE_PARAMETERS
+    if residual_df <= 0:
+        return {"f_statistic": None, "p_value": None}
+    gain = max(0.0, line_rss - knee_rss) / (KNEE_PARAMETERS - LINE_PARAMETERS)
+    if line_rss <= 1e-12 * sst + 1e-24:  # one straight line already fits to rounding: no bend to find
+        return {"f_statistic": 0.0, "p_value": 1.0}
+    if knee_rss <= 1e-12 * line_rss:  # the knee fits exactly and the line does not
+        return {"f_statistic": math.inf, "p_value": 0.0}
+    f = gain / (knee_rss / residual_df)
+    return {"f_statistic": f, "p_value": f_tail(f, KNEE_PARAMETERS - LINE_PARAMETERS, residual_df)}
+
+
+def bend_evidence(fit: dict) -> str | None:
+    """None where the points support a knee; else why not, in words for the report."""
+    if fit["distinct_x"] < MIN_KNEE_VALUES:
+        return (
+            f"{fit['distinct_x']} distinct positive values; a two-segment fit in log-log has {KNEE_PARAMETERS} "
+            f"parameters (intercept, two slopes, knee) and passes through any {KNEE_PARAMETERS} points, so it needs "
+            f"at least {MIN_KNEE_VALUES}"
+        )
+    if fit["p_value"] is None or fit["knee_x"] is None:
+        return f"{fit['n_points']} points leave no residual to test a knee against"
+    if fit["p_value"] >= KNEE_P_VALUE:
+        return (
+            f"two lines fit no better than one: F-test F = {fit['f_statistic']:.2f}, p = {fit['p_value']:.2f} "
+            f"≥ {KNEE_P_VALUE}"
+        )
+    return None
 
 
 def predict_segmented(fit: dict, xs) -> list[float]:
@@ -133,13 +188,15 @@ def amdahl_fit(cores, step_times) -> dict:
     T = B/n; s = 1: T = A).
     """
     pairs = [(float(n), float(t)) for n, t in zip(cores, step_times, strict=True) if _positive(n) and _positive(t)]
-    if len({n for n, _ in pairs}) < 2:
+    counts = len({n for n, _ in pairs})
+    if counts < MIN_AMDAHL_CORE_COUNTS:
         return {
             "serial_fraction": None,
             "t1_s": None,
             "max_speedup": None,
             "rss": None,
-            "method": f"no fit: Amdahl needs step times at 2 or more core counts, got {len({n for n, _ in pairs})}",
+            "method": f"no fit: {counts} core count(s); T1 and s are 2 parameters, which {counts} points fit exactly "
+            f"without checking the model, so the fit needs at least {MIN_AMDAHL_CORE_COUNTS}",
         }
     inv = np.array([1.0 / n for n, _ in pairs])
     t = np.array([t for _, t in pairs])
@@ -184,7 +241,7 @@ def speedup_and_efficiency(cores, step_times) -> dict:
     return {"baseline_cores": base, "points": points, "method": method}
 
 
-def bend_scores(xs, ys) -> list[tuple[float, float, float]]:
+def bend_scores(xs, ys, noise=None) -> list[tuple[float, float, float]]:
     """How badly the measured curve is explained inside each interval between neighbouring distinct x.
 
     Each interior point is predicted from its two neighbours by straight-line interpolation in log-log space, and its
@@ -193,16 +250,28 @@ def bend_scores(xs, ys) -> list[tuple[float, float, float]]:
     so the interval between two points that both sit off the line - the one the bend lies in - scores highest.
     Input may be unsorted; repeated x are averaged in log space; points that are None, NaN or <= 0 are ignored; with
     exactly 2 usable x the single interval scores 0, with fewer the list is empty.
+
+    noise (optional, one per x): each point's 95% half-width in log space (0.1: its interval spans about ±10 %). An
+    error then counts only beyond what the noise of the three points it compares explains, added in quadrature as
+    independent errors: sqrt(h_i^2 + (1-w)^2 h_left^2 + w^2 h_right^2) for the interpolation weight w. A point off the
+    line by less than that is within the noise and scores 0, so an interval between noisy points never outranks a
+    real bend.
     """
     by_x: dict[float, list[float]] = {}
-    for x, y in zip(xs, ys, strict=True):
+    width_at: dict[float, list[float]] = {}
+    for x, y, h in zip(xs, ys, noise if noise is not None else [0.0] * len(xs), strict=True):
         if _positive(x) and _positive(y):
             by_x.setdefault(float(x), []).append(math.log(float(y)))
+            width_at.setdefault(float(x), []).append(float(h or 0.0))
     ux = sorted(by_x)
     lx = [math.log(x) for x in ux]
     ly = [sum(v) / len(v) for v in (by_x[x] for x in ux)]
+    # the mean of k repeated values: its half-width shrinks by sqrt(k)
+    half = [sum(v) / len(v) / math.sqrt(len(v)) for v in (width_at[x] for x in ux)]
     errors = [0.0] * len(ux)
     for i in range(1, len(ux) - 1):
         w = (lx[i] - lx[i - 1]) / (lx[i + 1] - lx[i - 1])
-        errors[i] = abs(ly[i] - (ly[i - 1] + w * (ly[i + 1] - ly[i - 1])))
+        error = abs(ly[i] - (ly[i - 1] + w * (ly[i + 1] - ly[i - 1])))
+        within = math.sqrt(half[i] ** 2 + ((1 - w) * half[i - 1]) ** 2 + (w * half[i + 1]) ** 2)
+        errors[i] = max(0.0, error - within)
     return [(ux[i], ux[i + 1], errors[i] + errors[i + 1]) for i in range(len(ux) - 1)]

@@ -1,9 +1,12 @@
 """The report of one sweep: `<result>/report/<sweep>/index.md` with one PNG per study.
 
-Per study a plot and table of median step time and tokens/s against its axis, with the segmented log-log fit (knee)
-for numeric axes and speed-up, efficiency and an Amdahl fit for core counts; then a forward/backward/optimizer table
-with noisy rows flagged, projections to 10,000 steps and to a token budget, and every trial that did not finish ok with
-its reason. Rows written by older versions lack some columns: every column is read with .get() and may be None/NaN.
+Per study a plot and table of each point's median step time over its repeats with a 95% confidence interval, tokens/s,
+and the ratio to the study's first value with its interval and verdict ("no measurable effect" where the interval
+includes 1.0; sweep/results/stats.py); the segmented log-log fit (knee) for numeric axes where the points support one,
+and speed-up, efficiency and an Amdahl fit for core counts; a Drift section from the control point; then a
+forward/backward/optimizer table with noisy rows flagged, projections to 10,000 steps and to a token budget, and every
+trial that did not finish ok with its reason. Rows written by older versions lack some columns: every column is read
+with .get() and may be None/NaN.
 
 A sweep that ran on several nodes never mixes them in one curve or fit: each study gets one section per node (titled
 "on host (ip)"), and an "Across nodes" section (sweep/compare.py) puts the nodes side by side first.
@@ -15,20 +18,31 @@ import math
 from pathlib import Path
 
 from sweep.results.compare import CompareError, build_comparison, compare_markdown, group_rows, node_count
-from sweep.results.fit import amdahl_fit, predict_segmented, segmented_fit, speedup_and_efficiency
+from sweep.results.fit import amdahl_fit, bend_evidence, segmented_fit, speedup_and_efficiency
+from sweep.results.report_plot import plot_study
 from sweep.results.rows import (
-    MAX_VALUE_TICKS,
     clean_row,
+    data_of,
+    drift_sentence,
+    interval_ms,
+    is_control,
     is_number,
     is_positive,
     latest_sweep,
-    log_if_wide,
     md_table,
     ms,
+    p_text,
     plan_order,
+    point_rows,
     point_text,
+    ratios_to_first,
+    step_times,
     study_shape,
+    time_order,
+    tokens_ratio_text,
+    verdict_text,
 )
+from sweep.results.stats import CONFIDENCE, RESAMPLES, SEED, control_drift, point_estimate, ratio_to_reference
 from sweep.results.store import EmptyStore, Store, slug
 
 PROJECTION_STEPS = 10_000
@@ -38,6 +52,16 @@ ASSUMPTIONS = (
     "Assumptions: every step takes the steady-state median step time measured after warm-up (compile and cold start "
     "excluded); data loading, evaluation and checkpointing are excluded; one process on the cores this trial was "
     "pinned to, with nothing else running."
+)
+READING = (
+    f"How to read the step times: each point's median step time is the median over its repeats (trials of the same "
+    f"config) of each repeat's median step time; its {CONFIDENCE:.0%} confidence interval is a hierarchical bootstrap "
+    f"({RESAMPLES} resamples, seed {SEED}) that draws the repeats and, inside each, its steps, because whole trials "
+    "shift level on these machines. A ratio's interval comes from the same resamples; **no measurable effect** marks "
+    "a ratio whose interval includes 1.00. A point with 1 repeat can resample its steps only: its interval ignores "
+    "between-trial variation and is too narrow, and its verdict says '1 repeat: steps only'. Knees and Amdahl fits "
+    "are shown only where there are more distinct values than parameters and, for a knee, where it fits "
+    "significantly better than one straight line."
 )
 
 
@@ -51,21 +75,24 @@ def write_report(
         raise EmptyStore(f"sweep {sweep_id!r} has no rows in the store at {store.root}")
     out = Path(out_dir) if out_dir else store.root / "report" / sweep_id
     out.mkdir(parents=True, exist_ok=True)
+    nodes = split_by_node(rows)
+    control = sorted((r for r in rows if is_control(r)), key=time_order)
     studies: dict[str, list[dict]] = {}
     for row in rows:
-        studies.setdefault(str(row.get("study")), []).append(row)
-    studies = {name: study_shape(study_rows)[-1] for name, study_rows in studies.items()}
-    nodes = split_by_node(rows)
+        if not is_control(row):
+            studies.setdefault(str(row.get("study")), []).append(row)
     sections = [
-        (name, node, [r for r in study_rows if r.get("_node") == node])
+        (name, node, point_rows([r for r in study_rows if r.get("_node") == node]))
         for name, study_rows in studies.items()
         for node in nodes
     ]
-    sections = [(name, node, section_rows) for name, node, section_rows in sections if section_rows]
-    rows = [r for *_, section_rows in sections for r in section_rows]  # whole-sweep tables follow the sections
-    parts = [header(sweep_id, rows)] + ([across_nodes(rows, out)] if len(nodes) > 1 else [])
-    parts += [study_section(name, section_rows, out, node) for name, node, section_rows in sections]
-    parts += [phase_table(rows, noisy_cv), projections(rows, tokens), not_ok(rows)]
+    sections = [(name, node, study_shape(points)[-1]) for name, node, points in sections if points]
+    points = [p for *_, section_points in sections for p in section_points]
+    rows = [r for p in points for r in p["_rows"]] + control  # whole-sweep tables follow the sections
+    parts = [header(sweep_id, rows), READING] + ([across_nodes(rows, out)] if len(nodes) > 1 else [])
+    parts += [drift_section(control, nodes)]
+    parts += [study_section(name, section_points, out, node) for name, node, section_points in sections]
+    parts += [phase_table(rows, noisy_cv), projections(points, tokens), not_ok(rows)]
     index = out / "index.md"
     index.write_text("\n\n".join(parts) + "\n")
     return index
@@ -138,61 +165,70 @@ def header(sweep_id: str, rows: list[dict]) -> str:
 # ---- one study ------------------------------------------------------------------------------------
 
 
-def study_section(study: str, rows: list[dict], out: Path, node: str | None = None) -> str:
-    """A study's plot, fits and table; `node`: the rows are one node's of a multi-node sweep, named in the title."""
-    kind, x_axis, series, axes, rows = study_shape(rows)
-    ok = [r for r in rows if r["_ok"] and (x_axis is None or is_number(r["_point"].get(x_axis)))]
+def study_section(study: str, points: list[dict], out: Path, node: str | None = None) -> str:
+    """A study's plot, fits and table; `node`: the points are one node's of a multi-node sweep, named in the title."""
+    kind, x_axis, series, axes, points = study_shape(points)
+    ok = [p for p in points if p["_ok"] and (x_axis is None or is_number(p["_point"].get(x_axis)))]
     title = f"## Study `{study}`" + (f": {', '.join(axes)}" if axes else "") + (f" on {node}" if node else "")
     text = [title, ""]
     fit = scaling = None
-    if kind == "line" and len({r["_point"][x_axis] for r in ok}) >= 3:
-        fit = segmented_fit([r["_point"][x_axis] for r in ok], [r["step_time_median_s"] for r in ok])
-        text += [knee_text(x_axis, fit, len(ok)), ""]
+    xs, medians = [p["_point"].get(x_axis) for p in ok], [p["step_time_median_s"] for p in ok]
+    if kind == "line" and len(set(xs)) >= 2:
+        fit = segmented_fit(xs, medians)
+        text += [knee_text(x_axis, fit), ""]
     if kind == "line" and (study == "cores" or x_axis in CORE_AXES):
-        scaling = speedup_and_efficiency([r["_point"][x_axis] for r in ok], [r["step_time_median_s"] for r in ok])
-        text += [scaling_text(x_axis, scaling, [r["_point"][x_axis] for r in ok], ok), ""]
+        scaling = speedup_and_efficiency(xs, medians)
+        text += [scaling_text(x_axis, scaling, ok), ""]
     label = study + (f" on {node}" if node else "")
     png = out / f"{slug(study)}{f'-{slug(node)}' if node else ''}.png"
-    plot_study(png, label, kind, x_axis, series, ok, fit, scaling)
-    text += [f"![{label}]({png.name})", "", study_table(rows, axes)]
+    plot_study(png, label, kind, x_axis, series, ok, fit if fit and bend_evidence(fit) is None else None, scaling)
+    text += [f"![{label}]({png.name})", "", study_table(points, axes)]
     return "\n".join(text)
 
 
-def knee_text(axis: str, fit: dict, n_ok: int) -> str:
-    if fit["knee_x"] is None:  # log-log drops values <= 0 (e.g. dropout=0): too few left for a knee
-        slope = "" if fit["single_slope"] is None else f": slope {fit['single_slope']:.2f} in log-log"
-        return f"**Fit** over the positive {axis} values{slope} ({fit['method']})."
+def knee_text(axis: str, fit: dict) -> str:
+    """The knee where the points support one (sweep/results/fit.py `bend_evidence`), else why there is none."""
+    why = bend_evidence(fit)
+    if why is not None:
+        slope = fit["single_slope"]
+        line = "" if slope is None else f" One straight line in log-log over the positive {axis} values: slope "
+        line += "" if slope is None else f"{slope:.2f} (step time ∝ {axis}^{slope:.2f})."
+        return f"**No evidence of a bend** ({why}).{line}"
     before, after = fit["slope_before"], fit["slope_after"]
     text = (
-        f"**Knee** (segmented fit, two straight lines in log-log over {n_ok} ok points): {axis} ≈ {fit['knee_x']:.4g}, "
-        f"slope {before:.2f} before and {after:.2f} after (step time ∝ {axis}^slope; R² {fit['r2']:.3f}; "
-        f"one line has slope {fit['single_slope']:.2f}, the knee removes {fit['improvement']:.0%} of its residual)."
+        f"**Knee** (segmented fit of the medians over repeats, two straight lines in log-log over {fit['n_points']} "
+        f"points): {axis} ≈ {fit['knee_x']:.4g}, slope {before:.2f} before and {after:.2f} after (step time ∝ "
+        f"{axis}^slope; R² {fit['r2']:.3f}; one line has slope {fit['single_slope']:.2f}, the knee removes "
+        f"{fit['improvement']:.0%} of its residual; F-test against one line: {p_text(fit['p_value'])})."
     )
     if abs(after - before) < FLAT_BEND:
         text += " The slopes barely differ: no clear bend."
-    if "exact" in fit["method"]:
-        text += " With 3 distinct values the fit passes through every point; more points would test it."
     return text
 
 
-def scaling_text(axis: str, scaling: dict, cores: list, ok: list[dict]) -> str:
-    amdahl = amdahl_fit(cores, [r["step_time_median_s"] for r in ok])
-    table = md_table(
-        [axis, "median step ms", "speed-up", "parallel efficiency"],
-        [
-            [p["cores"], ms(p["step_time_s"]), f"{p['speedup']:.2f}x", f"{p['efficiency']:.0%}"]
-            for p in scaling["points"]
-        ],
-    )
+def scaling_text(axis: str, scaling: dict, ok: list[dict]) -> str:
+    """Speed-up (with its interval: the base point's step time over this one's) and efficiency; Amdahl's fit."""
+    amdahl = amdahl_fit([p["_point"][axis] for p in ok], [p["step_time_median_s"] for p in ok])
+    at = {p["_point"][axis]: p["_estimate"] for p in reversed(ok)}  # the first point of each core count
+    base = at[scaling["baseline_cores"]]
+    table = []
+    for p in scaling["points"]:
+        speedup = ratio_to_reference(base, at[p["cores"]])
+        verdict = "reference" if p["cores"] == scaling["baseline_cores"] else speedup.verdict("faster", "slower")
+        interval = f"{speedup.low:.2f}–{speedup.high:.2f}" if speedup.low is not None and verdict != "reference" else ""
+        table.append(
+            [p["cores"], ms(p["step_time_s"]), f"{p['speedup']:.2f}x", interval, f"{p['efficiency']:.0%}", verdict]
+        )
+    columns = [axis, "median step ms", "speed-up", "95% CI", "parallel efficiency", "verdict"]
     if amdahl["serial_fraction"] is None:
-        fit_line = f"Amdahl fit: {amdahl['method']}."
+        fit_line = f"**No Amdahl fit** ({amdahl['method'].removeprefix('no fit: ')})."
     else:
         top = "unbounded" if math.isinf(amdahl["max_speedup"]) else f"{amdahl['max_speedup']:.2f}x"
         fit_line = (
-            f"**Amdahl fit**: serial fraction s = {amdahl['serial_fraction']:.3f}, T1 = {ms(amdahl['t1_s'])} ms, "
-            f"speed-up limit 1/s = {top} ({amdahl['method']})."
+            f"**Amdahl fit** of the medians over repeats: serial fraction s = {amdahl['serial_fraction']:.3f}, "
+            f"T1 = {ms(amdahl['t1_s'])} ms, speed-up limit 1/s = {top} ({amdahl['method']})."
         )
-    return f"Speed-up and parallel efficiency ({scaling['method']}):\n\n{table}\n\n{fit_line}"
+    return f"Speed-up and parallel efficiency ({scaling['method']}):\n\n{md_table(columns, table)}\n\n{fit_line}"
 
 
 def phase_text(row: dict) -> str:
@@ -200,134 +236,81 @@ def phase_text(row: dict) -> str:
     return (row.get("phase") or "grid") + (f" (bend score {bend:.3g})" if is_number(bend) else "")
 
 
-def study_table(rows: list[dict], axes: list[str]) -> str:
-    """Every row of the study, ratios to its first ok row (the smallest value of a numeric axis, else plan order)."""
-    first = next((r for r in rows if r["_ok"]), None)
+def study_table(points: list[dict], axes: list[str]) -> str:
+    """Every point of the study: its median over repeats with the interval, and its ratio to the study's first ok point
+    (the smallest value of a numeric axis, else plan order) with the ratio's interval and verdict."""
+    ratios = ratios_to_first(points)
+    first = next((p for p in points if p["_ok"]), None)
+    several_data = len({data_of(p) for p in points}) > 1  # the hub's text and the offline corpus: two points
     table = []
-    for r in rows:
-        med, tok, ok = r.get("step_time_median_s"), r.get("tokens_per_s"), r["_ok"]
-        lo, hi = r.get("step_time_min_s"), r.get("step_time_max_s")
+    for p, ratio in zip(points, ratios, strict=True):
+        tok, ok = p.get("tokens_per_s"), p["_ok"]
         table.append(
-            [r["_point"].get(a) for a in axes]
+            [p["_point"].get(a) for a in axes]
+            + ([data_of(p)] if several_data else [])
             + [
-                phase_text(r),
-                r.get("status"),
-                ms(med) if ok else "",
-                f"{ms(lo)}–{ms(hi)}" if ok and is_number(lo) and is_number(hi) else "",
-                f"{r['step_time_cv']:.1%}" if ok and is_number(r.get("step_time_cv")) else "",
+                phase_text(p),
+                p.get("status"),
+                ms(p["step_time_median_s"]) if ok else "",
+                interval_ms(p["_estimate"]),
+                len(p["_repeats"]) if ok else "",
+                f"{p['step_time_cv']:.1%}" if ok and is_number(p.get("step_time_cv")) else "",
                 f"{tok:,.0f}" if ok and is_number(tok) else "",
-                f"{med / first['step_time_median_s']:.2f}x" if ok and first else "",
-                f"{tok / first['tokens_per_s']:.2f}x"
-                if ok and is_positive(tok) and is_positive(first.get("tokens_per_s"))
-                else "",
-                str(r.get("error") or "")[:80] if not ok else "",
+                ratio.text() if ratio else "",
+                tokens_ratio_text(p, first, ratio) if ratio else "",
+                verdict_text(p, first, ratio) if ratio else "",
+                str(p.get("error") or "")[:80],
             ]
         )
-    columns = (axes or ["point"]) + ["phase", "status", "median ms", "min–max ms", "CV", "tokens/s"]
+    columns = (axes or ["point"]) + (["data"] if several_data else [])
+    columns += ["phase", "status", "median ms", "95% CI ms", "repeats", "CV", "tokens/s"]
+    columns += ["step time vs first (95% CI)", "tokens/s vs first (95% CI)", "verdict", "reason"]
     if not axes:
         table = [["baseline", *t] for t in table]
-    return md_table(columns + ["step time vs first", "tokens/s vs first", "reason"], table)
+    return md_table(columns, table)
 
 
-# ---- plots ----------------------------------------------------------------------------------------
-def plot_study(png: Path, study, kind, x_axis, series, ok, fit, scaling) -> None:
-    # Figure + Agg canvas, never pyplot: no display, no global figure registry to leak across studies.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    panels = 3 if scaling and scaling["points"] else 2
-    fig = Figure(figsize=(5.2 * panels, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    axs = fig.subplots(1, panels)
-    fig.suptitle(f"study {study}")
-    if not ok:
-        for ax in axs:
-            ax.set_axis_off()
-        fig.text(0.5, 0.5, "no trial of this study finished ok", ha="center", va="center")
-    elif kind == "bar":
-        _bars(axs, ok)
-    else:
-        groups: dict = {}
-        for r in ok:
-            groups.setdefault(r["_point"].get(series) if series else None, []).append(r)
-        for value, rows in groups.items():
-            _lines(axs, x_axis, rows, f"{series}={value}" if series else None)
-        if fit and fit.get("knee_x"):
-            _fit_line(axs[0], fit, [r["_point"][x_axis] for r in ok])
-        for ax in axs[:2]:
-            ax.set_xlabel(x_axis)
-            ax.legend(fontsize=7)
-        xs = [r["_point"][x_axis] for r in ok]
-        log_if_wide(axs[0], xs, [r["step_time_median_s"] for r in ok])
-        log_if_wide(axs[1], xs, [r.get("tokens_per_s") for r in ok])
-    if panels == 3:
-        _speedup(axs[2], x_axis, scaling)
-    axs[0].set_ylabel("median step time (s), bars min–max")
-    axs[1].set_ylabel("tokens/s")
-    fig.savefig(png, dpi=100)
-
-
-def _err(rows: list[dict]) -> list[list[float]]:
-    low = [max(0.0, r["step_time_median_s"] - (r.get("step_time_min_s") or r["step_time_median_s"])) for r in rows]
-    high = [max(0.0, (r.get("step_time_max_s") or r["step_time_median_s"]) - r["step_time_median_s"]) for r in rows]
-    return [low, high]
-
-
-def _lines(axs, x_axis: str, rows: list[dict], label: str | None) -> None:
-    rows = sorted(rows, key=lambda r: r["_point"][x_axis])
-    xs = [r["_point"][x_axis] for r in rows]
-    line = axs[0].plot(xs, [r["step_time_median_s"] for r in rows], "-", lw=1)[0]  # the markers carry the legend
-    axs[1].plot(xs, [r.get("tokens_per_s") or math.nan for r in rows], "-", lw=1, color=line.get_color())
-    for phase in dict.fromkeys(r.get("phase") or "grid" for r in rows):
-        sel = [r for r in rows if (r.get("phase") or "grid") == phase]
-        marker = "o" if phase == "grid" else "^"
-        name = f"{phase} points" if label is None else f"{label} ({phase})"
-        px = [r["_point"][x_axis] for r in sel]
-        axs[0].errorbar(
-            px,
-            [r["step_time_median_s"] for r in sel],
-            yerr=_err(sel),
-            fmt=marker,
-            color=line.get_color(),
-            capsize=3,
-            ms=6,
-            label=name,
+def drift_section(control: list[dict], nodes: list[str | None]) -> str:
+    """The control point per repeat in time order, how far apart its repeats lie, and whether that is noise."""
+    if not control:
+        return (
+            "## Drift\n\nNo control rows: this sweep did not re-measure its baseline, so how far the machine's speed "
+            "drifted while it ran is not known."
         )
-        axs[1].plot(px, [r.get("tokens_per_s") or math.nan for r in sel], marker, color=line.get_color(), label=name)
+    parts = [
+        "## Drift",
+        "The control point is the baseline re-measured through the sweep: where its repeats differ by more than "
+        "per-step noise, the machine itself changed speed, and points measured at different times differ by that "
+        "much with no effect of their axis.",
+    ]
+    for node in nodes:
+        for point in point_rows([r for r in control if r.get("_node") == node]):
+            where = [f"on {node}"] if node else []
+            parts.append(" ".join(["### Control", *where]) + "\n\n" + control_block(point))
+    return "\n\n".join(parts)
 
 
-def _fit_line(ax, fit: dict, xs: list) -> None:
-    lo, hi = min(x for x in xs if is_positive(x)), max(xs)
-    grid = [lo * (hi / lo) ** (i / 99) for i in range(100)]
-    ax.plot(grid, predict_segmented(fit, grid), "--", color="grey", lw=1, label="segmented fit")
-    ax.axvline(fit["knee_x"], color="red", ls=":", lw=1)
-    ax.plot([fit["knee_x"]], [fit["knee_y"]], "x", color="red", ms=9, label=f"knee ≈ {fit['knee_x']:.4g}")
-
-
-def _bars(axs, rows: list[dict]) -> None:
-    labels = [point_text(r) for r in rows]
-    colours = ["tab:orange" if r.get("phase") == "refine" else "tab:blue" for r in rows]
-    axs[0].bar(labels, [r["step_time_median_s"] for r in rows], yerr=_err(rows), capsize=4, color=colours)
-    axs[1].bar(labels, [r.get("tokens_per_s") or 0 for r in rows], color=colours)
-    for ax in axs[:2]:
-        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-
-
-def _speedup(ax, axis: str, scaling: dict) -> None:
-    points, base = scaling["points"], scaling["baseline_cores"]
-    cores = [p["cores"] for p in points]
-    ax.plot(cores, [p["speedup"] for p in points], "o-", label="speed-up")
-    ax.plot(cores, [c / base for c in cores], ":", color="grey", label="ideal")
-    ax.set_xlabel(axis)
-    if len(cores) <= MAX_VALUE_TICKS:
-        ax.set_xticks(cores, [str(c) for c in cores])
-    ax.set_ylabel(f"speed-up vs {base} {axis}")
-    eff = ax.twinx()
-    eff.plot(cores, [p["efficiency"] for p in points], "s--", color="tab:green", label="efficiency")
-    eff.set_ylabel("parallel efficiency")
-    eff.set_ylim(0, 1.1)
-    (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), eff.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=7)
+def control_block(point: dict) -> str:
+    """The control point's repeats in time order, each with its own (steps-only) interval, and the drift line."""
+    repeats = point["_repeats"]
+    if not repeats:
+        return "No control repeat finished ok."
+    estimate = point["_estimate"]
+    summary = f"Median over {len(repeats)} repeat(s): {ms(estimate.median_s)} ms" + (
+        f" (95% CI {interval_ms(estimate)} ms)." if estimate.low_s is not None else "."
+    )
+    table = []
+    for i, r in enumerate(repeats):
+        own = point_estimate([(r["step_time_median_s"], step_times(r))], f"control/{r.get('recorded_at')}/{i}")
+        vs_first = r["step_time_median_s"] / repeats[0]["step_time_median_s"]
+        table.append(
+            [r.get("repeat") or 0, r.get("recorded_at"), ms(own.median_s), interval_ms(own), f"{vs_first:.2f}x"]
+        )
+    table = md_table(["repeat", "recorded", "median ms", "95% CI ms (its steps)", "vs first"], table)
+    if len(repeats) < 2:
+        return f"{summary}\n\n{table}\n\nOne control repeat: drift needs at least 2."
+    drift = drift_sentence(control_drift([(r["step_time_median_s"], step_times(r)) for r in repeats]), len(repeats))
+    return f"{summary}\n\n{table}\n\n{drift}"
 
 
 # ---- whole-sweep tables ---------------------------------------------------------------------------
@@ -337,12 +320,12 @@ def phase_table(rows: list[dict], noisy_cv: float) -> str:
     for r in ok:
         cv = r.get("step_time_cv")
         noisy = is_number(cv) and cv > noisy_cv
-        load = " → ".join(f"{v:g}" if is_number(v) else "?" for v in (r.get("loadavg_before"), r.get("loadavg_after")))
-        load = load if noisy else ""
+        loads = (r.get("loadavg_before"), r.get("loadavg_after"))
+        load = " → ".join(f"{v:g}" if is_number(v) else "?" for v in loads) if noisy else ""
         mean = r.get("step_time_mean_s") if is_number(r.get("step_time_mean_s")) else r["step_time_median_s"]
         table.append(
             [
-                config(r),
+                config(r) + (f" (repeat {r['repeat']})" if r.get("repeat") else ""),
                 ms(r.get("forward_s"), r.get("forward_std_s")),
                 ms(r.get("backward_s"), r.get("backward_std_s")),
                 ms(r.get("optimizer_s"), r.get("optimizer_std_s")),
@@ -362,17 +345,17 @@ def phase_table(rows: list[dict], noisy_cv: float) -> str:
     return intro + "\n\n" + (md_table(columns, table) if table else "No ok rows.")
 
 
-def projections(rows: list[dict], tokens: float | None) -> str:
+def projections(points: list[dict], tokens: float | None) -> str:
+    """Per point, from its median step time over repeats."""
     columns = ["config", "median step s", f"{PROJECTION_STEPS:,} steps"]
     if tokens:
         columns += ["tokens/s", f"time for {tokens:,.0f} tokens"]
     table = []
-    for r in (r for r in rows if r["_ok"]):
-        steps = r.get("projected_10k_steps_s")
-        steps = steps if is_positive(steps) else PROJECTION_STEPS * r["step_time_median_s"]
-        line = [config(r), f"{r['step_time_median_s']:.4g}", seconds_and_duration(steps)]
+    for p in (p for p in points if p["_ok"]):
+        steps = seconds_and_duration(PROJECTION_STEPS * p["step_time_median_s"])
+        line = [config(p), f"{p['step_time_median_s']:.4g}", steps]
         if tokens:
-            tok = r.get("tokens_per_s")
+            tok = p.get("tokens_per_s")
             line += [f"{tok:,.0f}", seconds_and_duration(tokens / tok)] if is_positive(tok) else ["", ""]
         table.append(line)
     return f"## Projections\n\n{ASSUMPTIONS}\n\n" + (md_table(columns, table) if table else "No ok rows to project.")

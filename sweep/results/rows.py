@@ -1,6 +1,10 @@
 """Stored rows as the report and the cross-host comparison read them, the Markdown cells and the plot axes they share.
 
 A row written by an older version lacks some columns: read every column with .get(); NaN becomes None here.
+
+A point is what was measured: rows with the same node, study, config_key and data (see `data_of`) are repeats of one
+point (`repeat` 0, 1, ...; rows without the column count as repeat 0). `point_rows` folds them into one dict that reads
+like a row: its step time is the median over the ok repeats, with the 95% interval of sweep/results/stats.py.
 """
 
 from __future__ import annotations
@@ -8,10 +12,21 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 
+from sweep.results.stats import (
+    NO_MEASURABLE_EFFECT,
+    RESAMPLES,
+    Drift,
+    Estimate,
+    Ratio,
+    point_estimate,
+    ratio_to_reference,
+)
 from sweep.results.store import Store
 from trainables.config import format_assignments
 
+CONTROL = "control"  # the study (and phase) of the baseline re-measured through the sweep to expose drift
 LOG_SPAN = 8  # an axis spanning 8x or more (three doublings) reads better on a log scale
 MAX_VALUE_TICKS = 12  # up to this many measured values, each is a tick
 
@@ -35,6 +50,137 @@ def clean_row(row: dict) -> dict:
     row["_point"] = point if isinstance(point, dict) else {}
     row["_ok"] = row.get("status") == "ok" and is_positive(row.get("step_time_median_s"))
     return row
+
+
+def is_control(row: dict) -> bool:
+    return row.get("study") == CONTROL or row.get("phase") == CONTROL
+
+
+def data_of(row: dict) -> str:
+    """The text a trial trained on: NAME of dataset_source 'hub:NAME', 'hub-cache:NAME' or 'offline:NAME'. The hub
+    and its local cache hold the same text, so their rows are repeats of one point; the offline corpus is other text,
+    so its rows are another point. '' for rows that predate the column."""
+    return str(row.get("dataset_source") or "").split(":", 1)[-1]
+
+
+def point_identity(row: dict) -> tuple[str, str, str, str]:
+    return (str(row.get("node") or ""), str(row.get("study")), str(row.get("config_key")), data_of(row))
+
+
+def time_order(row: dict):
+    return (str(row.get("recorded_at") or ""), row.get("repeat") or 0)
+
+
+def step_times(row: dict) -> list[float] | None:
+    steps = row.get("step_times_s")
+    return [float(s) for s in steps] if isinstance(steps, list | tuple) and len(steps) else None
+
+
+def estimate_of(repeats: list[dict], identity: str) -> Estimate:
+    return point_estimate([(r["step_time_median_s"], step_times(r)) for r in repeats], identity)
+
+
+def point_rows(rows: list[dict]) -> list[dict]:
+    """One dict per point, in the order of each point's first row: its first ok row's columns (plan bookkeeping,
+    phase, point) with the measured ones replaced by the medians over its ok repeats; "_rows" holds every row of the
+    point, "_repeats" its ok rows in time order, "_estimate" the step time's Estimate (None without an ok repeat)."""
+    grouped: dict[tuple, list[dict]] = {}
+    for r in rows:
+        grouped.setdefault(point_identity(r), []).append(r)
+    points = []
+    for identity, members in grouped.items():
+        repeats = sorted((r for r in members if r["_ok"]), key=time_order)
+        first = next((r for r in members if r["_ok"]), members[0])
+        point = first | {"_rows": members, "_repeats": repeats, "_ok": bool(repeats), "_estimate": None}
+        if repeats:
+            point |= _medians_over(repeats, "/".join(identity))
+        failed = [r for r in members if not r["_ok"]]
+        if repeats and failed:
+            point["status"] = f"ok {len(repeats)} of {len(members)}"
+        point["error"] = "; ".join(dict.fromkeys(str(r.get("error")) for r in failed if r.get("error"))) or None
+        points.append(point)
+    return points
+
+
+def _medians_over(repeats: list[dict], identity: str) -> dict:
+    def median_of(column: str):
+        values = [r[column] for r in repeats if is_number(r.get(column))]
+        return statistics.median(values) if values else None
+
+    estimate = estimate_of(repeats, identity)
+    return {
+        "_estimate": estimate,
+        "step_time_median_s": estimate.median_s,
+        "tokens_per_s": median_of("tokens_per_s"),
+        "step_time_cv": median_of("step_time_cv"),
+        "projected_10k_steps_s": None,  # 10,000 x the median over repeats, computed where it is shown
+    }
+
+
+def ratios_to_first(points: list[dict]) -> list[Ratio | None]:
+    """Each ok point's step time over the first ok point's (the study's reference), with its interval."""
+    first = next((p for p in points if p["_ok"]), None)
+    reference = Ratio(1.0, None, None, False)  # no interval: the reference against itself is 1 by definition
+    return [
+        (reference if p is first else ratio_to_reference(p["_estimate"], first["_estimate"])) if p["_ok"] else None
+        for p in points
+    ]
+
+
+def tokens_ratio_text(point: dict, reference: dict, ratio: Ratio) -> str:
+    """tokens/s over the reference's. tokens/s = tokens per step / median step time, so its interval is the step
+    time ratio's turned over and scaled by the ratio of tokens per step (1 unless the study varies them)."""
+    tokens, ref_tokens = point.get("tokens_per_s"), reference.get("tokens_per_s")
+    if not is_positive(tokens) or not is_positive(ref_tokens):
+        return ""
+    per_step = tokens * point["step_time_median_s"] / (ref_tokens * reference["step_time_median_s"])
+    interval = f" ({per_step / ratio.high:.2f}–{per_step / ratio.low:.2f})" if ratio.low is not None else ""
+    return f"{tokens / ref_tokens:.2f}x{interval}"
+
+
+def verdict_text(point: dict, reference: dict, ratio: Ratio) -> str:
+    """The step time's verdict; where the point runs other tokens per step than the reference, tokens/s's too."""
+    if point is reference:
+        return "reference"
+    text = ratio.verdict()
+    tokens, ref_tokens = point.get("tokens_per_s"), reference.get("tokens_per_s")
+    if ratio.low is not None and is_positive(tokens) and is_positive(ref_tokens):
+        per_step = tokens * point["step_time_median_s"] / (ref_tokens * reference["step_time_median_s"])
+        if abs(per_step - 1) > 1e-9:
+            low, high = per_step / ratio.high, per_step / ratio.low
+            tokens_verdict = NO_MEASURABLE_EFFECT if low <= 1 <= high else "higher" if low > 1 else "lower"
+            text += f"; tokens/s {tokens_verdict}"
+    return text
+
+
+def interval_ms(estimate: Estimate | None) -> str:
+    if estimate is None or estimate.low_s is None:
+        return ""
+    return f"{estimate.low_s * 1e3:.1f}–{estimate.high_s * 1e3:.1f}"
+
+
+def p_text(p_value: float) -> str:
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+
+
+def drift_sentence(drift: Drift, repeats: int) -> str:
+    """Whether the control point moved during the sweep by more than per-step noise explains."""
+    measured = f"the control's {repeats} repeats differ by {drift.spread:.2f}x (max/min"
+    if drift.within_noise is None:
+        return f"Drift not tested: {measured}); some repeats lack their per-step times, so the noise is not known."
+    interval = f"; 95% CI {drift.low:.2f}–{drift.high:.2f}x)"
+    test = (
+        f"{p_text(drift.p_value)}: the share of {RESAMPLES} resamples, with every repeat drawn at one level, that "
+        "spread this far"
+    )
+    if drift.within_noise:
+        return f"**Drift within the noise**: {measured}{interval}, no more than per-step noise alone gives ({test})."
+    return (
+        f"**Drift beyond the noise**: {measured}{interval}, more than per-step noise alone gives ({test}). The "
+        f"machine's speed changed during the sweep: points measured at different times can differ by up to "
+        f"{drift.spread:.2f}x without any effect of the axis, and a point's interval holds that only as far as its "
+        "own repeats were spread over the same time."
+    )
 
 
 def plan_order(row: dict):

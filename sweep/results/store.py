@@ -129,10 +129,13 @@ class Store:
         return [dict(zip(columns, r, strict=True)) for r in rows]
 
     def identities(self, sweep: str) -> set[str]:
-        """'node/study/config_key' of every (node, trial) pair of a sweep that already has a row."""
+        """'node/study/config_key/repeat' of every (node, trial, repeat) of a sweep that already has a row."""
         if not self.files():
             return set()
         columns, _ = self.query("SELECT * FROM trials LIMIT 0")
         node = "node" if "node" in columns else "NULL"  # a store written before rows named their node
-        _, rows = self.query(f"SELECT DISTINCT {node}, study, config_key FROM trials WHERE sweep = ?", [sweep])
-        return {f"{n or ''}/{study}/{key}" for n, study, key in rows}
+        repeat = '"repeat"' if "repeat" in columns else "NULL"  # ... or before points were repeated: repeat 0
+        _, rows = self.query(
+            f"SELECT DISTINCT {node}, study, config_key, {repeat} FROM trials WHERE sweep = ?", [sweep]
+        )
+        return {f"{n or ''}/{study}/{key}/{r or 0}" for n, study, key, r in rows}
