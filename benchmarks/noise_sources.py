@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = (  # (kind, a substring of the command line that names it), first match wins
@@ -70,6 +72,14 @@ def write_plan(folder: Path, trials: int) -> Path:
     return path
 
 
+def trial_rows(result_dir: Path) -> list[dict]:
+    from sweep.results.store import Store
+
+    sys.path.insert(0, str(REPO_ROOT))
+    rows = [r for r in Store(result_dir).rows() if r["status"] == "ok"]
+    return sorted(rows, key=lambda r: r.get("trial_order") or 0)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=6)
@@ -93,7 +103,14 @@ def main(argv: list[str]) -> int:
                     used[kind] = used.get(kind, 0.0) + cpu - previous
             before, before_at = after, after_at
         output = run.stdout.read()
+        rows = trial_rows(Path(tmp) / "result")
     print(output[-1500:])
+    print("\ntrial   median ms   CV     foreign_cpu_s  steal_s  (over the measured steps)")
+    for r in rows:
+        print(
+            f"{r['study']:<8}{r['step_time_median_s'] * 1e3:9.1f}  {r['step_time_cv']:6.1%}  "
+            f"{r.get('foreign_cpu_s') or 0:12.3f}  {r.get('steal_s') or 0:7.3f}"
+        )
     print(f"\nwhile a trial's worker was alive ({training_s:.1f} s of wall time on {os.cpu_count()} CPUs):")
     for kind, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<28} {cpu:7.2f} CPU-s  ({cpu / training_s:.1%} of one core)")

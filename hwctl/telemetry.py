@@ -183,3 +183,32 @@ class EnergyCounter:
                 end += int((domain / "max_energy_range_uj").read_text())
             total += end - begin
         return {"energy_j": total / 1e6, "energy_method": ENERGY_METHOD}
+
+
+def wait_until_quiet(
+    cpus: list[int],
+    *,
+    busy_below: float = 0.10,
+    window_s: float = 1.0,
+    max_wait_s: float = 60.0,
+    proc_root: Path = PROC_ROOT,
+    sleep=None,
+) -> tuple[float, float]:
+    """Wait until the CPUs are busy less than `busy_below` of their time over one window (or `max_wait_s` passed);
+    returns (seconds waited, the last window's busy fraction). Measured here: the first trials after a fresh
+    `ray.init` had 2.0-3.8 s of foreign CPU time in their measured steps against 0.5 s later in the same sweep, while
+    Ray's processes start up; a sweep waits for that to pass before its first trial."""
+    import time
+
+    sleep = sleep or time.sleep
+    waited, busy_fraction = 0.0, 1.0
+    before = cpu_ticks(cpus, proc_root)[0]
+    while waited < max_wait_s:
+        sleep(window_s)
+        waited += window_s
+        after = cpu_ticks(cpus, proc_root)[0]
+        busy_fraction = (after - before) / USER_HZ / (window_s * len(cpus))
+        if busy_fraction < busy_below:
+            break
+        before = after
+    return waited, busy_fraction

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from hwctl.telemetry import wait_until_quiet
 from sweep.ledger import SweepLedger, pair_of
 from sweep.manifest import load_manifest, new_sweep_id, write_manifest
 from sweep.nodes import Node, NodePlan, alive_ips, alive_nodes, nowhere_runnable, probe_nodes, select_nodes
@@ -64,6 +66,8 @@ def run_sweep(
             sweep, source = resumed_sweep(result_dir, resume_sweep, quiet)
         else:
             sweep = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet)
+        if address is None:  # a Ray started here: let its start-up pass before the first timed trial
+            settle(quiet)
         _run(sweep, result_dir)
     done = not sweep.missing() and not sweep.refine_pending()
     write_manifest(result_dir, sweep, source, "finished" if done else "running")
@@ -79,6 +83,13 @@ def with_repeats(document: dict | None, source: str | None, repeats: int | None,
     if not 1 <= repeats <= MAX_REPEATS:
         raise PlanError(source, [f"--repeats {repeats}: must be {ORDER_KEYS['repeats'][-1]}"])
     return document | {"repeats": repeats}
+
+
+def settle(quiet: bool) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    waited, busy = wait_until_quiet(cpus)
+    if not quiet:
+        print(f"waited {waited:.0f} s for the machine to settle after Ray started: CPUs {busy:.0%} busy")
 
 
 def new_sweep(

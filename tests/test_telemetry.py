@@ -225,3 +225,25 @@ def test_the_parent_wakes_once_per_check(tiny, data_dir):
     assert row["wall_s"] > 3 and row["error"] == "worker exited with code 0 without a result"
     # 3 checks and the spawn's few; Popen.wait(timeout) slept in 50 ms slices: about 40 per second
     assert switches < 15, switches
+
+
+def test_wait_until_quiet_waits_for_a_quiet_window_and_gives_up_at_its_limit(tmp_path):
+    """A simulated /proc/stat whose cpu0 busy ticks grow by a scripted amount per window."""
+    from hwctl.telemetry import USER_HZ, wait_until_quiet
+
+    per_window = iter([USER_HZ, USER_HZ // 2, USER_HZ // 20, 0])  # 100%, 50%, 5% busy, then idle
+    busy = [0]
+
+    def write():
+        (tmp_path / "stat").write_text(f"cpu  0 0 0 0 0 0 0 0\ncpu0 {busy[0]} 0 0 1000 0 0 0 0 0 0\n")
+
+    def tick(_seconds):
+        busy[0] += next(per_window)
+        write()
+
+    write()
+    waited, fraction = wait_until_quiet([0], busy_below=0.10, proc_root=tmp_path, sleep=tick)
+    assert (waited, fraction) == (3.0, pytest.approx(0.05, abs=0.01))
+    always_busy = lambda _s: (busy.__setitem__(0, busy[0] + USER_HZ), write())  # noqa: E731
+    waited, fraction = wait_until_quiet([0], max_wait_s=4, proc_root=tmp_path, sleep=always_busy)
+    assert (waited, fraction) == (4.0, 1.0)
