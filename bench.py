@@ -103,7 +103,7 @@ def cmd_run(args) -> int:
     print(study_summary(Store(result_dir), sweep.sweep_id))
     share = sweep.steps_s / wall if wall > 0 else 0.0
     print(
-        f"\nsweep {sweep.sweep_id}: {len(sweep.pairs)} grid trials on {len(sweep.nodes)} node(s)"
+        f"\nsweep {sweep.sweep_id}: {len(sweep.pairs)} trials (repeats and control points included) on {len(sweep.nodes)} node(s)"
         f"{' + refinement' if sweep.refinements else ''} ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
         f"{sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. Rows: {result_dir / 'trials'}"
     )
