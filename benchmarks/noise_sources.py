@@ -75,7 +75,6 @@ def write_plan(folder: Path, trials: int) -> Path:
 def trial_rows(result_dir: Path) -> list[dict]:
     from sweep.results.store import Store
 
-    sys.path.insert(0, str(REPO_ROOT))
     rows = [r for r in Store(result_dir).rows() if r["status"] == "ok"]
     return sorted(rows, key=lambda r: r.get("trial_order") or 0)
 

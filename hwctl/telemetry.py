@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from pathlib import Path
 
 from hwctl.cores import SYSFS_ROOT
@@ -198,8 +199,6 @@ def wait_until_quiet(
     returns (seconds waited, the last window's busy fraction). Measured here: the first trials after a fresh
     `ray.init` had 2.0-3.8 s of foreign CPU time in their measured steps against 0.5 s later in the same sweep, while
     Ray's processes start up; a sweep waits for that to pass before its first trial."""
-    import time
-
     sleep = sleep or time.sleep
     waited, busy_fraction = 0.0, 1.0
     before = cpu_ticks(cpus, proc_root)[0]

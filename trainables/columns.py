@@ -271,7 +271,7 @@ RECORDED_COLUMNS = [
     _recorded(
         "env",
         "json",
-        "numeric-library variables the worker ran with (OMP_*, MKL_*, OPENBLAS_*, LD_PRELOAD, …; BENCH_TRAINERS)",
+        "numeric-library variables the worker ran with (OMP_*, MKL_*, OPENBLAS_*, LD_PRELOAD, …; BENCH_TRAINERS, BENCH_CPUINFO)",
     ),
     _recorded("affinity_read_back", "str", "the worker's CPU mask, read back before the framework loads"),
     _recorded("thread_affinity", "str", "each thread's CPU mask after training, ';'-separated distinct masks"),
