@@ -76,6 +76,11 @@ def cmd_run(args) -> int:
     document = source = None
     if args.resume and args.dataset_offline:
         raise ConfigError("--dataset-offline starts a new sweep; --resume continues one with its own datasets")
+    if args.address and not args.dashboard:
+        raise ConfigError(
+            "--no-dashboard applies to a Ray started here; with --address the cluster's head decides "
+            "(ray start --include-dashboard=false)"
+        )
     if not args.resume:
         document, source = read_plan_document(args.plan)
         if args.dataset_offline and isinstance(document, dict) and isinstance(document.get("baseline") or {}, dict):
@@ -97,15 +102,19 @@ def cmd_run(args) -> int:
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         repeats=args.repeats,
+        dashboard=args.dashboard,
     )
     wall = time.perf_counter() - started
     print()
     print(study_summary(Store(result_dir), sweep.sweep_id))
     share = sweep.steps_s / wall if wall > 0 else 0.0
+    runs = sum(pair.get("measured_by") is None for pair in sweep.pairs)
     print(
-        f"\nsweep {sweep.sweep_id}: {len(sweep.pairs)} trials (repeats and control points included) on {len(sweep.nodes)} node(s)"
-        f"{' + refinement' if sweep.refinements else ''} ({sweep.recorded_here} recorded by this run) in {wall:.0f} s; "
-        f"{sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. Rows: {result_dir / 'trials'}"
+        f"\nsweep {sweep.sweep_id}: {runs} trials for {len(sweep.pairs)} rows (repeats, control points and studies "
+        f"sharing a config included) on {len(sweep.nodes)} node(s){' + refinement' if sweep.refinements else ''}; "
+        f"{sweep.recorded_here} rows recorded by this run ({sweep.shared_here} of them copies of a shared measurement) "
+        f"in {wall:.0f} s; {sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. "
+        f"Rows: {result_dir / 'trials'}"
     )
     from sweep.results.report import write_report
 
@@ -289,6 +298,13 @@ def add_run_parser(commands, store) -> None:
         "--dashboard-host", default="127.0.0.1", help="address the Ray dashboard listens on (default 127.0.0.1)"
     )
     run.add_argument("--dashboard-port", type=int, default=8265)
+    run.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="start the local Ray without its dashboard (default: on, at --dashboard-host:--dashboard-port); "
+        "not with --address",
+    )
     run.set_defaults(func=cmd_run)
 
 

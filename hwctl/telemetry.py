@@ -211,3 +211,8 @@ def wait_until_quiet(
             break
         before = after
     return waited, busy_fraction
+
+
+def wait_until_own_cpus_quiet() -> tuple[float, float]:
+    """wait_until_quiet over the CPUs this process may run on: run as a Ray task on a node, they are that node's."""
+    return wait_until_quiet(sorted(os.sched_getaffinity(0)))

@@ -3,6 +3,10 @@ writing each row as it arrives, and the progress line.
 
 A pair's identity is `node/study/config_key/repeat`: the same plan point measured on two nodes, or twice on one
 node, is two trials. The store, written atomically row by row, is the truth about which pairs are done.
+
+Studies share configs (the baseline is a point of most of them): a config runs once per node and repeat, and its row
+is recorded for every study that holds it, the copies naming the measuring pair in `shared_from`. A pair whose
+measuring pair is already stored but which lacks its own row (a driver killed between the two writes) runs itself.
 """
 
 from __future__ import annotations
@@ -90,8 +94,10 @@ class SweepLedger:
         refined = sum(r["points"] for r in self.refinements.values()) * max(len(self.node_columns), 1)
         self.expected = expected if expected is not None else len(self.pairs) + refined
         self.done = store.identities(sweep_id)
+        self.by_identity = {pair["identity"]: i for i, pair in enumerate(self.pairs)}
         self.started = time.perf_counter()
         self.recorded_here = 0
+        self.shared_here = 0  # of those, copies of a measurement another study's pair made
         self.steps_s = 0.0  # time inside warm-up + measured steps of the trials run by this driver
         self.lost_nodes: set[str] = set()
 
@@ -115,10 +121,21 @@ class SweepLedger:
         self.store.append(row)
         self.done.add(identity)
         self.recorded_here += 1
-        if row.get("status") == "ok":
+        self.shared_here += bool(row.get("shared_from"))
+        if row.get("status") == "ok" and not row.get("shared_from"):
             self.steps_s += row["timed_region_s"] - row["time_to_first_step_s"]
         self._progress(row)
+        self._record_shares(identity, row)
         return row
+
+    def _record_shares(self, identity: str, row: dict) -> None:
+        """The same measurement as the row of every other study holding the config (this node, this repeat)."""
+        index = self.by_identity.get(identity)
+        if index is None or row.get("phase", "grid") != "grid":
+            return
+        for other in self.pairs[index].get("shares", []):
+            copy = row | pair_columns(self.pairs[other]) | {"shared_from": identity}
+            self.record({k: v for k, v in copy.items() if k not in ("sweep", "plan", "recorded_at")})
 
     def _bend_score(self, row: dict) -> float | None:
         """The bend score of the interval the refined point fell in, from the points this node measured before."""
@@ -148,6 +165,8 @@ class SweepLedger:
         point = format_assignments(json.loads(row.get("point") or "{}")) or "baseline"
         if row.get("phase") in PAIR_PHASES and self.repeated:
             point += f" #{row.get('repeat') or 0}"
+        if row.get("shared_from"):
+            point += " (shared)"
         if row["status"] == "ok":
             what = f"{row['step_time_median_s'] * 1e3:8.1f} ms/step {row['tokens_per_s']:9,.0f} tok/s"
         else:
@@ -159,7 +178,13 @@ class SweepLedger:
         )
 
     def missing(self) -> list[int]:
-        return [i for i, pair in enumerate(self.pairs) if pair["identity"] not in self.done]
+        """Pairs to run: a pair another measures for it waits for that one, unless that one is already stored."""
+        return [
+            i
+            for i, pair in enumerate(self.pairs)
+            if pair["identity"] not in self.done
+            and (pair.get("measured_by") is None or self.pairs[pair["measured_by"]]["identity"] in self.done)
+        ]
 
     def missing_on(self, nodes: set[str]) -> list[int]:
         return [i for i in self.missing() if self.pairs[i]["node"] in nodes]

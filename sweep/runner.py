@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import optuna
+import ray
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from hwctl.telemetry import wait_until_quiet
+from hwctl.telemetry import wait_until_own_cpus_quiet
 from sweep.ledger import SweepLedger, pair_of
 from sweep.manifest import load_manifest, new_sweep_id, write_manifest
 from sweep.nodes import Node, NodePlan, alive_ips, alive_nodes, nowhere_runnable, probe_nodes, select_nodes
@@ -38,7 +38,7 @@ from sweep.plan import CONTROL_STUDY, MAX_REPEATS, ORDER_KEYS, PlanError
 from sweep.refine import BendSampler, distribution_for, optuna_storage, study_name
 from sweep.results.store import Store
 from sweep.scheduler import LostNodeStopper, NodeQueue, sweep_order
-from sweep.tuning import StoreWriter, fit_tuner, node_bundle, ray_session, tune_point_trial, tune_trial
+from sweep.tuning import NODE_SHARE, StoreWriter, fit_tuner, node_bundle, ray_session, tune_point_trial, tune_trial
 from trainables.config import ConfigError, build_config, field_kind
 from trainables.launcher import DATA_DIR, unsupported_reason
 
@@ -57,17 +57,18 @@ def run_sweep(
     dashboard_port: int = 8265,
     quiet: bool = False,
     repeats: int | None = None,
+    dashboard: bool = True,
 ) -> SweepLedger:
     """Run (or, with resume, continue) a sweep on the selected nodes; returns it with its pairs in the store.
-    `repeats` overrides the plan's own (`bench.py run --repeats N`)."""
+    `repeats` overrides the plan's own (`bench.py run --repeats N`). `dashboard` and its host and port apply to a
+    Ray started here (no `address`) only."""
     document = with_repeats(document, source, repeats, resume)
-    with ray_session(address, dashboard_host, dashboard_port, quiet):
+    with ray_session(address, dashboard_host, dashboard_port, quiet, dashboard=dashboard):
         if resume:
             sweep, source = resumed_sweep(result_dir, resume_sweep, quiet)
         else:
             sweep = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet)
-        if address is None:  # a Ray started here: let its start-up pass before the first timed trial
-            settle(quiet)
+        settle(sorted(alive_ips() & set(sweep.node_columns)), quiet)
         _run(sweep, result_dir)
     done = not sweep.missing() and not sweep.refine_pending()
     write_manifest(result_dir, sweep, source, "finished" if done else "running")
@@ -85,11 +86,28 @@ def with_repeats(document: dict | None, source: str | None, repeats: int | None,
     return document | {"repeats": repeats}
 
 
-def settle(quiet: bool) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    waited, busy = wait_until_quiet(cpus)
-    if not quiet:
-        print(f"waited {waited:.0f} s for the machine to settle after Ray started: CPUs {busy:.0%} busy")
+def settle(node_ips: list[str], quiet: bool, timeout_s: float = 90.0) -> dict[str, tuple[float, float]]:
+    """Wait until each node's CPUs are quiet before the first timed trial: a Ray that just started, and a node that
+    just measured its peaks, are busy for seconds. A task pinned to each node watches that node's own CPUs, all
+    nodes at once; `timeout_s` is the wait's own limit (60 s) plus a worker's start-up. Returns each answering
+    node's (seconds waited, last busy fraction)."""
+    task = ray.remote(wait_until_own_cpus_quiet)
+    waits = {
+        ip: task.options(num_cpus=0, resources={f"node:{ip}": NODE_SHARE}, max_retries=0).remote() for ip in node_ips
+    }
+    deadline = time.monotonic() + timeout_s
+    settled = {}
+    for ip, wait in waits.items():
+        try:
+            settled[ip] = ray.get(wait, timeout=max(deadline - time.monotonic(), 0))
+        except ray.exceptions.RayError as exc:  # the node left (or never answered): _run leaves a lost node out
+            ray.cancel(wait)  # a task still waiting for its node must not stay behind as demand for one
+            print(f"node {ip}: no settle wait: {type(exc).__name__}")
+            continue
+        if not quiet:
+            waited, busy = settled[ip]
+            print(f"node {ip}: waited {waited:.0f} s for its CPUs to settle: {busy:.0%} busy")
+    return settled
 
 
 def new_sweep(
@@ -126,11 +144,26 @@ def node_pairs(node_plan: NodePlan) -> list[dict]:
     control points, in the sweep's order."""
     plan, ip, host = node_plan.plan, node_plan.node.ip, node_plan.node.hostname
     pairs = [pair_of(i, ip, host, t, order_seed=plan.order_seed) for i, t in enumerate(plan.trials) if t.unsupported]
-    runnable = [(i, t) for i, t in enumerate(plan.trials) if not t.unsupported]
-    order = sweep_order(len(runnable), plan.repeats, plan.order_seed, plan.control_every if plan.control else 0)
+    # one measurement per distinct config: the studies holding it share its row (the baseline is in most of them)
+    holders: dict[str, list[int]] = {}
+    for i, t in enumerate(plan.trials):
+        if not t.unsupported:
+            holders.setdefault(t.config_key, []).append(i)
+    measured = list(holders.values())
+    order = sweep_order(len(measured), plan.repeats, plan.order_seed, plan.control_every if plan.control else 0)
     for position, (point, repeat) in enumerate(order):
-        index, trial = (None, plan.control) if point is None else runnable[point]
-        pairs.append(pair_of(index, ip, host, trial, repeat=repeat, trial_order=position, order_seed=plan.order_seed))
+        if point is None:
+            pairs.append(
+                pair_of(None, ip, host, plan.control, repeat=repeat, trial_order=position, order_seed=plan.order_seed)
+            )
+            continue
+        first = len(pairs)
+        for index in measured[point]:
+            pair = pair_of(
+                index, ip, host, plan.trials[index], repeat=repeat, trial_order=position, order_seed=plan.order_seed
+            )
+            pairs.append(pair | ({"measured_by": first} if index != measured[point][0] else {}))
+        pairs[first]["shares"] = list(range(first + 1, len(pairs)))
     return pairs
 
 

@@ -40,21 +40,26 @@ METRIC_COLUMNS = ["status_ok", "step_time_median_s", "tokens_per_s", "mfu"]
 # ---- the Ray session --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def ray_session(
-    address: str | None = None, dashboard_host: str = "127.0.0.1", dashboard_port: int = 8265, quiet: bool = False
+    address: str | None = None,
+    dashboard_host: str = "127.0.0.1",
+    dashboard_port: int = 8265,
+    quiet: bool = False,
+    dashboard: bool = True,
 ) -> Iterator[None]:
     """Ray for the length of the block: started here (or connected to `address`) and shut down after. A Ray the
-    caller already started is used and left running."""
+    caller already started is used and left running. `dashboard` and its host and port apply to a Ray started here
+    only: a cluster's dashboard is its head's (`ray start --include-dashboard`)."""
     if ray.is_initialized():
         yield
         return
-    _start_ray(address, dashboard_host, dashboard_port, quiet)
+    _start_ray(address, dashboard_host, dashboard_port, quiet, dashboard)
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def _start_ray(address: str | None, dashboard_host: str, dashboard_port: int, quiet: bool) -> None:
+def _start_ray(address: str | None, dashboard_host: str, dashboard_port: int, quiet: bool, dashboard: bool) -> None:
     # ray.init installs a C++ SIGTERM handler that exits on the spot; keep the caller's Python one
     # (bench.py turns SIGTERM into an orderly stop that shuts Ray down and kills the trial's worker)
     sigterm_handler = signal.getsignal(signal.SIGTERM)
@@ -63,14 +68,18 @@ def _start_ray(address: str | None, dashboard_host: str, dashboard_port: int, qu
     else:
         ctx = ray.init(
             num_cpus=len(os.sched_getaffinity(0)),
-            include_dashboard=True,
+            include_dashboard=dashboard,
             dashboard_host=dashboard_host,
             dashboard_port=dashboard_port,
             log_to_driver=False,
         )
     if callable(sigterm_handler):
         signal.signal(signal.SIGTERM, sigterm_handler)
-    if not quiet and ctx.dashboard_url:
+    if quiet:
+        return
+    if not address and not dashboard:
+        print("Ray dashboard: off (--no-dashboard)")
+    elif ctx.dashboard_url:  # "" when the Ray has no dashboard
         print(f"Ray dashboard: http://{ctx.dashboard_url}")
         if os.environ.get("RAY_AUTH_MODE", "token") != "disabled":
             print(

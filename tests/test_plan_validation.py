@@ -34,7 +34,7 @@ def test_shipped_plans_are_valid(simulated_cpu, tmp_path):
     assert len(load_plan("smoke", **here).trials) == 4
     quick = load_plan("quick", **here)
     studies = {t.study for t in quick.trials}
-    assert {"width", "seq_len", "batch_size", "attention", "precision", "compile", "threads", "allocator"} <= studies
+    assert {"width", "seq_len", "batch_size", "attention", "precision", "compile", "cores", "allocator"} <= studies
     assert {t.study for t in quick.trials if t.unsupported} <= {"allocator"}  # the rest runs on two cores
     # two points or more per study, but a skip_unsupported study keeps only what this CPU can run
     skippable = {s["name"] for s in quick.studies if s.get("skip_unsupported")}

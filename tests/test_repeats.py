@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sweep.ledger import SweepLedger, pair_identity, pair_of
+from sweep.ledger import SweepLedger, pair_columns, pair_identity, pair_of
 from sweep.manifest import load_manifest
 from sweep.nodes import Node, NodePlan
 from sweep.plan import PlanError, expand_plan
@@ -101,6 +101,71 @@ def test_a_node_runs_every_repeat_and_its_control_points_in_the_sweep_order():
     assert len({p["identity"] for p in pairs}) == len(pairs) == 12
 
 
+def test_studies_sharing_a_config_share_one_measurement_per_repeat(tmp_path):
+    # the baseline (width 64, depth 2) is a point of both studies: it runs once per repeat, recorded for both
+    plan = node_plan(
+        [{"name": "width", "axis": "width", "values": [32, 64]}, {"name": "depth", "axis": "depth", "values": [2, 3]}],
+        repeats=2,
+        control_every=0,
+    )
+    pairs = node_pairs(plan)
+    runs = [p for p in pairs if p.get("measured_by") is None]
+    assert len(pairs) == 8 and len(runs) == 6  # 3 distinct configs x 2 repeats; 2 more rows copied
+    baseline = build_config(TINY_BASELINE).config_key()
+    sharers = [p for p in pairs if p.get("measured_by") is not None]
+    assert [(p["study"], p["point"], p["config"]["width"]) for p in sharers] == [("depth", {"depth": 2}, 64)] * 2
+    for sharer in sharers:
+        runner = pairs[sharer["measured_by"]]
+        assert (
+            runner["study"] == "width"
+            and runner["point"] == {"width": 64}
+            and runner["shares"] == [pairs.index(sharer)]
+        )
+        assert (runner["repeat"], runner["trial_order"]) == (sharer["repeat"], sharer["trial_order"])
+    assert sorted(p["trial_order"] for p in runs) == list(range(6))
+    # the order is over the 3 distinct configs (in plan order: width 32, the baseline, depth 3)
+    distinct = [{"width": 32}, {"width": 64}, {"depth": 3}]
+    assert [(distinct.index(p["point"]), p["repeat"]) for p in runs] == sweep_order(3, 2, seed=0)
+
+    sweep = SweepLedger("s-1", "p", Store(tmp_path), pairs=pairs, node_columns={NODE.ip: {"host": "box"}}, quiet=True)
+    runner_index = sharers[0]["measured_by"]
+    assert runner_index in sweep.missing() and pairs.index(sharers[0]) not in sweep.missing()  # waits for its runner
+    runner = pairs[runner_index]
+    row = {"node": NODE.ip, "host": "box", "config_key": baseline, "status": "ok", "timed_region_s": 2.0}
+    sweep.record(row | pair_columns(runner) | {"time_to_first_step_s": 0.5})
+    stored = sorted(Store(tmp_path).rows("s-1"), key=lambda r: r["study"])
+    assert [(r["study"], r["point"], r["shared_from"]) for r in stored] == [
+        ("depth", '{"depth": 2}', runner["identity"]),
+        ("width", '{"width": 64}', None),
+    ]
+    assert sweep.steps_s == 1.5 and sweep.shared_here == 1  # the copy is no second measurement
+    # the other repeat's sharer still waits for its own runner
+    assert set(sweep.missing()) == set(range(8)) - {runner_index, pairs.index(sharers[0]), pairs.index(sharers[1])}
+
+
+def test_a_sharer_left_without_its_copy_runs_itself(tmp_path):
+    plan = node_plan(
+        [{"name": "width", "axis": "width", "values": [64]}, {"name": "depth", "axis": "depth", "values": [2]}],
+        control_every=0,
+    )
+    pairs = node_pairs(plan)
+    assert [p.get("measured_by") for p in pairs] == [None, 0]
+    store = Store(tmp_path)
+    # a driver killed between the measuring row and its copy
+    store.append(
+        {
+            "sweep": "s-1",
+            "host": "box",
+            "node": NODE.ip,
+            "study": "width",
+            "config_key": pairs[0]["config"] and build_config(TINY_BASELINE).config_key(),
+            "repeat": 0,
+        }
+    )
+    sweep = SweepLedger("s-1", "p", store, pairs=pairs, quiet=True)
+    assert sweep.missing() == [1]
+
+
 def test_identities_carry_the_repeat_and_old_rows_count_as_repeat_0(tmp_path):
     assert pair_identity("10.0.0.1", "width", "k1", 2) == "10.0.0.1/width/k1/2"
     assert pair_identity(None, "width", "k1", None) == "/width/k1/0"
@@ -181,7 +246,7 @@ def test_repeats_and_control_points_through_bench_run_and_a_resume_after_a_kill(
     done = run_bench("run", "--resume", "--result-dir", str(store.root), *port)
     assert done.returncode == 0, done.stdout[-3000:]
     rows = store.rows()
-    assert len(rows) == 10 and f"({10 - len(before)} recorded by this run)" in done.stdout
+    assert len(rows) == 10 and f"; {10 - len(before)} rows recorded by this run (0 of them" in done.stdout
     assert "[10/10]" in done.stdout
     after = {p.name: p.stat().st_mtime_ns for p in store.files()}
     assert all(after[name] == mtime for name, mtime in before.items())  # earlier rows untouched

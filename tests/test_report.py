@@ -453,3 +453,20 @@ def test_rows_from_other_text_are_another_point(tmp_path):
     assert "| 128 | Arc-Corpus-sample | grid | ok | 102.0 |" in width  # the hub and its cache: one text, 2 repeats
     assert line_with(width, "| 128 | Arc-Corpus-sample |").split(" | ")[6] == "2"
     assert "| 128 | pydoc_data.topics | grid | ok | 80.0 |" in width
+
+
+def test_noisy_rows_show_the_foreign_cpu_share_and_steal(tmp_path):
+    store = Store(tmp_path)
+    seen = {"measured_region_s": 3.0, "steal_s": 0.04}
+    # 0.45 s of others' CPU time over 3 s of measured steps: 15% of one CPU
+    store.append(ok_row("width", 0, {"width": 128}, 0.1, cv=0.12, foreign_cpu_s=0.45, **seen))
+    store.append(ok_row("width", 1, {"width": 256}, 0.2, cv=0.09, foreign_cpu_s=0.0, **seen))  # noisy by itself
+    store.append(ok_row("width", 2, {"width": 512}, 0.4, cv=0.02, foreign_cpu_s=2.0, **seen))  # not noisy: not shown
+    store.append(ok_row("width", 3, {"width": 1024}, 0.8, cv=0.2, foreign_cpu_s=float("nan")))  # older row
+    phases = section(write_report(store, SWEEP).read_text(), "## Forward / backward / optimizer")
+    assert "| step ms (mean ± std) | foreign CPU (% of 1 CPU) | steal s | CV | flag | load |" in phases
+    assert "in % of one CPU" in phases and "noisy by itself" in phases
+    assert line_with(phases, "| width: width=128 |").endswith("| 15.0% | 0.04 | 12.0% | noisy | 0.1 → 0.2 |")
+    assert line_with(phases, "| width: width=256 |").endswith("| 0.0% | 0.04 | 9.0% | noisy | 0.1 → 0.2 |")
+    assert line_with(phases, "| width: width=512 |").endswith("|  |  | 2.0% |  |  |")
+    assert line_with(phases, "| width: width=1024 |").endswith("| ? | ? | 20.0% | noisy | 0.1 → 0.2 |")

@@ -326,6 +326,12 @@ RUN_COLUMNS = [
     ),
     _run("order_seed", "int", "the seed that shuffled the sweep's order (plan key order_seed)"),
     _run(
+        "shared_from",
+        "str",
+        "the identity (node/study/config_key/repeat) of the trial that measured this row, where studies share the same "
+        "config and it ran once for all of them; None: this row's own trial. Count measurements WHERE shared_from IS NULL",
+    ),
+    _run(
         "trial_order",
         "int",
         "the trial's place in its node's order, from 0 (None: recorded, not run); control points included",

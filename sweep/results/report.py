@@ -314,6 +314,18 @@ def control_block(point: dict) -> str:
 
 
 # ---- whole-sweep tables ---------------------------------------------------------------------------
+def disturbance(row: dict) -> list[str]:
+    """A noisy row's foreign CPU share (foreign_cpu_s per second of measured_region_s) and steal_s; "?" where the row
+    predates those columns or /proc was unreadable."""
+
+    def known(v) -> bool:
+        return is_number(v) and math.isfinite(v)
+
+    foreign, region, steal = row.get("foreign_cpu_s"), row.get("measured_region_s"), row.get("steal_s")
+    share = f"{foreign / region:.1%}" if known(foreign) and known(region) and region > 0 else "?"
+    return [share, f"{steal:.2f}" if known(steal) else "?"]
+
+
 def phase_table(rows: list[dict], noisy_cv: float) -> str:
     ok = [r for r in rows if r["_ok"]]
     table = []
@@ -330,18 +342,25 @@ def phase_table(rows: list[dict], noisy_cv: float) -> str:
                 ms(r.get("backward_s"), r.get("backward_std_s")),
                 ms(r.get("optimizer_s"), r.get("optimizer_std_s")),
                 ms(mean, r.get("step_time_std_s")),
+                *(disturbance(r) if noisy else ["", ""]),
                 f"{cv:.1%}" if is_number(cv) else "",
                 "noisy" if noisy else "",
                 load,
             ]
         )
-    flagged = sum(1 for t in table if t[6])
+    flagged = sum(1 for t in table if t[8])
     intro = (
         f"## Forward / backward / optimizer\n\nMean per step ± std over the measured steps, in ms. {flagged} of "
-        f"{len(table)} ok rows are flagged noisy (CV > {noisy_cv:.0%}); for those the 1-minute load average before "
-        "and after the trial shows whether the machine was busy."
+        f"{len(table)} ok rows are flagged noisy (CV > {noisy_cv:.0%}); for those, whether others disturbed them: "
+        "**foreign CPU**, the CPU time other processes took on the trial's CPUs during its measured steps per second "
+        "of those steps, in % of one CPU (100% = one CPU busy with others the whole time; several CPUs can add up to "
+        "more); **steal**, the seconds the hypervisor gave other guests in that window; and the 1-minute load average "
+        "before and after the trial. A noisy row with foreign CPU and steal near zero is noisy by itself. ? marks a "
+        "value not recorded (older rows, or /proc unreadable)."
     )
-    columns = ["config", "forward ms", "backward ms", "optimizer ms", "step ms (mean ± std)", "CV", "flag", "load"]
+    columns = ["config", "forward ms", "backward ms", "optimizer ms", "step ms (mean ± std)"]
+    # CV, flag and load stay last, where they were before foreign CPU and steal were recorded
+    columns += ["foreign CPU (% of 1 CPU)", "steal s", "CV", "flag", "load"]
     return intro + "\n\n" + (md_table(columns, table) if table else "No ok rows.")
 
 
