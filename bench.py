@@ -76,10 +76,10 @@ def cmd_run(args) -> int:
     document = source = None
     if args.resume and args.dataset_offline:
         raise ConfigError("--dataset-offline starts a new sweep; --resume continues one with its own datasets")
-    if args.address and not args.dashboard:
+    if args.address and args.dashboard is not None:
         raise ConfigError(
-            "--no-dashboard applies to a Ray started here; with --address the cluster's head decides "
-            "(ray start --include-dashboard=false)"
+            "--dashboard/--no-dashboard apply to a Ray started here; with --address the cluster's head decides "
+            "(ray start --include-dashboard=true|false)"
         )
     if not args.resume:
         document, source = read_plan_document(args.plan)
@@ -102,7 +102,7 @@ def cmd_run(args) -> int:
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         repeats=args.repeats,
-        dashboard=args.dashboard,
+        dashboard=bool(args.dashboard),
     )
     wall = time.perf_counter() - started
     print()
@@ -299,11 +299,12 @@ def add_run_parser(commands, store) -> None:
     )
     run.add_argument("--dashboard-port", type=int, default=8265)
     run.add_argument(
-        "--no-dashboard",
-        dest="dashboard",
-        action="store_false",
-        help="start the local Ray without its dashboard (default: on, at --dashboard-host:--dashboard-port); "
-        "not with --address",
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start the local Ray with its dashboard at --dashboard-host:--dashboard-port, to watch the trials live "
+        "(default: off: its processes took about a third of the CPU time others took on the trials' cores, "
+        "benchmarks/README.md); not with --address",
     )
     run.set_defaults(func=cmd_run)
 

@@ -42,6 +42,13 @@ KINDS = (  # (kind, a substring of the command line that names it), first match 
 )
 
 
+def _comm(entry: Path) -> str:
+    try:
+        return f"[{(entry / 'comm').read_text().strip()}]"
+    except OSError:
+        return "?"
+
+
 def process_table() -> dict[int, tuple[str, float]]:
     """pid -> (kind, CPU seconds so far) of every process we may read."""
     table = {}
@@ -54,7 +61,9 @@ def process_table() -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15 of stat)
-        kind = next((k for k, needle in KINDS if needle in cmdline), "other")
+        kind = next((k for k, needle in KINDS if needle in cmdline), None)
+        if kind is None:  # name the rest by their command (kernel threads have no command line)
+            kind = "other: " + (cmdline.split()[0].rsplit("/", 1)[-1] if cmdline.strip() else _comm(entry))
         table[int(entry.name)] = (kind, cpu)
     return table
 
@@ -111,8 +120,11 @@ def main(argv: list[str]) -> int:
             f"{r.get('foreign_cpu_s') or 0:12.3f}  {r.get('steal_s') or 0:7.3f}"
         )
     print(f"\nwhile a trial's worker was alive ({training_s:.1f} s of wall time on {os.cpu_count()} CPUs):")
-    for kind, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
-        print(f"  {kind:<28} {cpu:7.2f} CPU-s  ({cpu / training_s:.1%} of one core)")
+    shown = {kind: cpu for kind, cpu in used.items() if cpu >= 0.01}
+    for kind, cpu in sorted(shown.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<32} {cpu:7.2f} CPU-s  ({cpu / training_s:.1%} of one core)")
+    rest = {kind: cpu for kind, cpu in used.items() if kind not in shown}
+    print(f"  {len(rest)} more, under 0.01 CPU-s each: {sum(rest.values()):.2f} CPU-s together")
     return run.returncode
 
 

@@ -9,7 +9,8 @@ sweep, and the same baseline through back-to-back `bench.py trial` runs outside 
 user outside a sweep would do), and prints each run's median step time and CV. `sweeps` reads the newest sweep of
 each result directory and prints:
 - per distinct config (rows `shared_from IS NULL`, so a config several studies share counts once): the median over
-  its repeats in A and in B, and |B − A| / A; the median of that over the configs;
+  its repeats in A and in B, and |B − A| / A; the median of that over the configs; and the same for each config's
+  ratio to its own sweep's baseline median;
 - the baseline's measurements inside each sweep (its control points and its own repeats): max/min of their medians,
   and the median of their per-trial CVs;
 - with `--trials-json` (the output of `trials`): the same two figures for the back-to-back `bench.py trial` runs;
@@ -112,6 +113,13 @@ def cmd_sweeps(args) -> int:
     common = sorted(set(a) & set(b))
     diffs = {key: abs(b[key] - a[key]) / a[key] for key in common}
     print(f"{len(common)} configs in both runs: median |B-A|/A {statistics.median(diffs.values()):.1%}")
+    # the same for each config's ratio to its own sweep's baseline: what a report's "vs first" ratios rest on
+    ra, rb = a[baseline], b[baseline]
+    ratio_diffs = [abs((b[key] / rb) / (a[key] / ra) - 1) for key in common if key != baseline]
+    print(
+        f"  ratios to each sweep's own baseline median ({ra * 1e3:.1f} ms in A, {rb * 1e3:.1f} ms in B): median "
+        f"|ratio B / ratio A - 1| {statistics.median(ratio_diffs):.1%} over {len(ratio_diffs)} configs"
+    )
     worst = sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
     names = {r["config_key"]: f"{r['study']} {r['point']}" for r in runs[0] if not r.get("shared_from")}
     for key, d in worst:

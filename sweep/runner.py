@@ -57,7 +57,7 @@ def run_sweep(
     dashboard_port: int = 8265,
     quiet: bool = False,
     repeats: int | None = None,
-    dashboard: bool = True,
+    dashboard: bool = False,
 ) -> SweepLedger:
     """Run (or, with resume, continue) a sweep on the selected nodes; returns it with its pairs in the store.
     `repeats` overrides the plan's own (`bench.py run --repeats N`). `dashboard` and its host and port apply to a

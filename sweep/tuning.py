@@ -44,7 +44,7 @@ def ray_session(
     dashboard_host: str = "127.0.0.1",
     dashboard_port: int = 8265,
     quiet: bool = False,
-    dashboard: bool = True,
+    dashboard: bool = False,
 ) -> Iterator[None]:
     """Ray for the length of the block: started here (or connected to `address`) and shut down after. A Ray the
     caller already started is used and left running. `dashboard` and its host and port apply to a Ray started here
@@ -78,7 +78,7 @@ def _start_ray(address: str | None, dashboard_host: str, dashboard_port: int, qu
     if quiet:
         return
     if not address and not dashboard:
-        print("Ray dashboard: off (--no-dashboard)")
+        print("Ray dashboard: off (bench.py run --dashboard turns it on to watch the trials live)")
     elif ctx.dashboard_url:  # "" when the Ray has no dashboard
         print(f"Ray dashboard: http://{ctx.dashboard_url}")
         if os.environ.get("RAY_AUTH_MODE", "token") != "disabled":

@@ -1,4 +1,4 @@
-"""`bench.py run --no-dashboard` and the settle wait on every node, with a real local Ray (one node).
+"""`bench.py run` without its dashboard (the default; `--dashboard` turns it on) and the settle wait on every node, with a real local Ray (one node).
 
 Ray 2.60 with include_dashboard=False still starts its dashboard head process, but with `--disable-frontend` and
 only its usage-stats module: no page and none of the module processes behind one.
@@ -38,7 +38,9 @@ def ray_processes() -> list[psutil.Process]:
 
 
 def test_no_dashboard_serves_no_page_and_says_it_is_off(ray_without_dashboard):
-    assert ray_without_dashboard.splitlines() == ["Ray dashboard: off (--no-dashboard)"]
+    assert ray_without_dashboard.splitlines() == [
+        "Ray dashboard: off (bench.py run --dashboard turns it on to watch the trials live)"
+    ]
     names = [" ".join(p.cmdline()) for p in ray_processes()]
     assert not [n for n in names if n.startswith("ray-dashboard-")]  # the dashboard's module processes
     heads = [p for p in ray_processes() if any(part.endswith("dashboard/dashboard.py") for part in p.cmdline())]
@@ -69,9 +71,10 @@ def test_settle_leaves_out_a_node_that_never_answers(ray_without_dashboard, caps
     assert capsys.readouterr().out == "node 10.9.9.9: no settle wait: GetTimeoutError\n"
 
 
-def test_no_dashboard_with_address_exits_2_before_starting_ray():
+@pytest.mark.parametrize("flag", ["--dashboard", "--no-dashboard"])
+def test_a_dashboard_flag_with_address_exits_2_before_starting_ray(flag):
     done = subprocess.run(
-        [sys.executable, "bench.py", "run", "--address", "auto", "--no-dashboard"],
+        [sys.executable, "bench.py", "run", "--address", "auto", flag],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -79,6 +82,6 @@ def test_no_dashboard_with_address_exits_2_before_starting_ray():
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip() == (
-        "bench.py: error: --no-dashboard applies to a Ray started here; with --address the cluster's head decides "
-        "(ray start --include-dashboard=false)"
+        "bench.py: error: --dashboard/--no-dashboard apply to a Ray started here; with --address the cluster's head "
+        "decides (ray start --include-dashboard=true|false)"
     )

@@ -35,7 +35,7 @@ def test_smoke_plan_end_to_end(tmp_path):
     # progress lines with an ETA, then the per-study summary with ratios to the first value
     assert "[4/4]" in done.stdout and "ETA" in done.stdout
     assert "study width" in done.stdout and "vs first" in done.stdout and "1.00x" in done.stdout
-    assert "Ray dashboard: http://127.0.0.1:" in done.stdout
+    assert "Ray dashboard: off (bench.py run --dashboard turns it on to watch the trials live)" in done.stdout
     # the report is written at the end of each run: one plot per study
     report = tmp_path / "report" / rows[0]["sweep"]
     assert f"report: {report / 'index.md'}" in done.stdout
@@ -90,7 +90,14 @@ def test_failures_become_rows_and_the_dashboard_stays_on_loopback(tmp_path):
     )
     port = 8365
     proc = start_bench(
-        "run", "--plan", str(plan), "--result-dir", str(tmp_path / "store"), "--dashboard-port", str(port)
+        "run",
+        "--plan",
+        str(plan),
+        "--result-dir",
+        str(tmp_path / "store"),
+        "--dashboard",
+        "--dashboard-port",
+        str(port),
     )
     try:
         lines = []
