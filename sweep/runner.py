@@ -145,10 +145,11 @@ def node_pairs(node_plan: NodePlan) -> list[dict]:
     plan, ip, host = node_plan.plan, node_plan.node.ip, node_plan.node.hostname
     pairs = [pair_of(i, ip, host, t, order_seed=plan.order_seed) for i, t in enumerate(plan.trials) if t.unsupported]
     # one measurement per distinct config: the studies holding it share its row (the baseline is in most of them)
+    # the whole config, not config_key: that leaves out run-only keys (timeout_s, memory_cap_mb, ...) that differ
     holders: dict[str, list[int]] = {}
     for i, t in enumerate(plan.trials):
         if not t.unsupported:
-            holders.setdefault(t.config_key, []).append(i)
+            holders.setdefault(json.dumps(t.config.to_dict(), sort_keys=True, default=str), []).append(i)
     measured = list(holders.values())
     order = sweep_order(len(measured), plan.repeats, plan.order_seed, plan.control_every if plan.control else 0)
     for position, (point, repeat) in enumerate(order):

@@ -144,7 +144,7 @@ def test_a_node_lost_mid_sweep_gives_a_failed_row_and_resume_fills_the_gaps(clus
     add_node(cluster, THIRD, {1})  # the node is back: resume runs only its missing pair
     resumed = run_bench("run", "--resume", "--result-dir", str(store.root), "--address", cluster.address)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
-    assert "(1 recorded by this run)" in resumed.stdout
+    assert "; 1 rows recorded by this run" in resumed.stdout
     by_node = rows_by_node(store)
     assert len(by_node[HEAD]) == 3  # nothing re-ran there
     assert sorted(r["status"] for r in by_node[THIRD]) == ["failed", "ok", "ok"]

@@ -143,6 +143,17 @@ def test_studies_sharing_a_config_share_one_measurement_per_repeat(tmp_path):
     assert set(sweep.missing()) == set(range(8)) - {runner_index, pairs.index(sharers[0]), pairs.index(sharers[1])}
 
 
+def test_points_that_differ_only_in_run_only_keys_are_not_shared():
+    # timeout_s is left out of config_key, but it changes how the trial runs: two measurements
+    plan = node_plan(
+        [{"name": "timeout", "axis": "timeout_s", "values": [1]}, {"name": "ok", "axis": "seed", "values": [0]}],
+        control_every=0,
+    )
+    pairs = node_pairs(plan)
+    assert pairs[0]["config"]["timeout_s"] != pairs[1]["config"]["timeout_s"]
+    assert [p.get("measured_by") for p in pairs] == [None, None]
+
+
 def test_a_sharer_left_without_its_copy_runs_itself(tmp_path):
     plan = node_plan(
         [{"name": "width", "axis": "width", "values": [64]}, {"name": "depth", "axis": "depth", "values": [2]}],

@@ -115,7 +115,7 @@ def test_failures_become_rows_and_the_dashboard_stays_on_loopback(tmp_path):
     rows = {r["study"]: r for r in Store(tmp_path / "store").rows()}
     assert rows["memory"]["status"] == "failed" and rows["memory"]["error"].startswith("memory cap")
     # the worker needs about 2 s to import torch: a 1 s timeout always fires
-    assert rows["timeout"]["status"] == "timeout"
+    assert rows["timeout"]["status"] == "timeout", rows["timeout"]["error"]
     assert rows["timeout"]["error"] == "timeout: still running after 1 s, killed"
     assert rows["ok"]["status"] == "ok"
 
@@ -153,7 +153,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     after = {p.name: p.stat().st_mtime_ns for p in store.files()}
     assert all(after[name] == mtime for name, mtime in before.items())  # earlier rows untouched
     # only the missing trials ran again
-    assert f"({6 - len(before)} recorded by this run)" in done.stdout
+    assert f"; {6 - len(before)} rows recorded by this run" in done.stdout
     nothing_left = run_bench("run", "--resume", "--result-dir", str(store.root))
     assert nothing_left.returncode == 2 and "no unfinished sweep to resume" in nothing_left.stdout
     assert Path(store.root / "sweeps").exists()
