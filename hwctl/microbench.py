@@ -237,24 +237,28 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def measuring_conditions() -> str:
-    """What the calling process measures under, besides the host's fingerprint and its thread count."""
-    import torch
-
+def measuring_conditions(torch_kernel: bool = True) -> str:
+    """What the calling process measures under, besides the host's fingerprint and its thread count: for a torch
+    kernel torch's CPU capability (a jax or numpy kernel does not import torch for it); XLA_FLAGS where set."""
     # OMP_PLACES: once OpenMP starts, the main thread's own mask is only the first place
     places = os.environ.get("OMP_PLACES")
     cpus = f"places={places}" if places else f"cpus={format_cpu_list(sorted(os.sched_getaffinity(0)))}"
     preload = os.environ.get("LD_PRELOAD", "")
     allocator = ",".join(Path(p).name for p in preload.replace(":", " ").split()) or "glibc"
-    key = (
-        f"{cpus}|bind={os.environ.get('OMP_PROC_BIND', 'none')}|allocator={allocator}"
-        f"|capability={torch.backends.cpu.get_cpu_capability()}"
-    )
-    return key + "".join(f"|{name}={os.environ[name]}" for name in ISA_CAP_VARIABLES if os.environ.get(name))
+    key = f"{cpus}|bind={os.environ.get('OMP_PROC_BIND', 'none')}|allocator={allocator}"
+    if torch_kernel:
+        import torch
+
+        key += f"|capability={torch.backends.cpu.get_cpu_capability()}"
+        routing = torch.backends.mkldnn.matmul.fp32_precision  # "bf16" sends fp32 matmuls to oneDNN (blas=onednn)
+        if routing not in ("none", "ieee"):
+            key += f"|mkldnn_fp32_precision={routing}"
+    variables = (*ISA_CAP_VARIABLES, "XLA_FLAGS")
+    return key + "".join(f"|{name}={os.environ[name]}" for name in variables if os.environ.get(name))
 
 
-def _entry_key(figure: str, dtype_name: str, threads: int) -> str:
-    return f"{figure}|{dtype_name}|threads={threads}|{measuring_conditions()}"
+def _entry_key(figure: str, dtype_name: str, threads: int, torch_kernel: bool = True) -> str:
+    return f"{figure}|{dtype_name}|threads={threads}|{measuring_conditions(torch_kernel)}"
 
 
 def _read_cache(path: Path) -> dict:
@@ -363,25 +367,49 @@ def matmul_peak_gflops(
     fingerprint_id: str | None = None,
     proc_root: Path = PROC_ROOT,
 ) -> dict:
-    """The cached matmul peak for this host, fingerprint and thread count, measuring it on a miss (again while
-    other processes disturb it: measure_undisturbed; a figure disturbed on every try is not cached, so a later
-    trial measures again).
+    """torch.mm's cached matmul peak for this host, fingerprint and thread count, measuring it on a miss: cached_peak.
 
     fingerprint_id=None: this host's (host_fingerprint()["hw_fingerprint_id"]).
     """
     reason = _unsupported(dtype_name)
     if reason:
         return {"peak_gflops": None, "peak_cached": False, "peak_method": reason}
+    return cached_peak(
+        "matmul",
+        dtype_name,
+        threads,
+        cache_dir,
+        lambda: measure_matmul_peak_gflops(dtype_name, threads),
+        matmul_method(dtype_name),
+        fingerprint_id,
+        proc_root,
+    )
+
+
+def cached_peak(
+    figure: str,
+    dtype_name: str,
+    threads: int,
+    cache_dir: Path,
+    measure,
+    method: str,
+    fingerprint_id: str | None = None,
+    proc_root: Path = PROC_ROOT,
+    torch_kernel: bool = True,
+) -> dict:
+    """measure()'s figure (GFLOP/s) cached per host fingerprint, `figure` (one per kernel: "matmul" is torch.mm's,
+    another framework names its own), dtype and thread count. On a miss it is measured now, again while other
+    processes disturb it (measure_undisturbed); a figure disturbed on every try is not cached, so a later trial
+    measures again. torch_kernel=False: measure() runs another framework's kernel (no torch import for the key).
+    Returns peak_gflops, peak_cached and peak_method (`method` plus the tries)."""
     fingerprint_id = fingerprint_id or host_fingerprint()["hw_fingerprint_id"]
-    key = _entry_key("matmul", dtype_name, threads)
+    key = _entry_key(figure, dtype_name, threads, torch_kernel)
     entry = _fresh_entry(cache_dir, fingerprint_id, key)
     if entry is not None:  # its own method: the tries are those of the trial that measured it
         return {"peak_gflops": entry["value"], "peak_cached": True, "peak_method": entry["method"]}
     started = _now()  # the start: a refresh during the measurement makes it stale
-    peak, tries, undisturbed = measure_undisturbed(
-        lambda: measure_matmul_peak_gflops(dtype_name, threads), process_cpus(proc_root), threads, proc_root
-    )
-    method = matmul_method(dtype_name) + tries
+    peak, tries, undisturbed = measure_undisturbed(measure, process_cpus(proc_root), threads, proc_root)
+    method += tries
     if undisturbed:
         _store(cache_dir, fingerprint_id, key, peak, method, started)
     return {"peak_gflops": peak, "peak_cached": False, "peak_method": method}

@@ -97,7 +97,7 @@ class FakeTrainer(Trainer):
         if "torch" in sys.modules:
             raise AssertionError("torch is loaded in a framework=fake trial: the worker imported it")
         blas = sorted({pool["internal_api"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"})
-        return {"blas": ",".join(blas) or "unknown"}
+        return {"blas_used": ",".join(blas) or "unknown"}
 
     def matmul_peak(self, threads: int, cache_dir: Path) -> dict:
         best = 0.0

@@ -10,7 +10,22 @@ from trainables.config import ConfigError, TrialConfig, build_config, parse_assi
         ({"attention": "sliding", "window": 512}, "window=512 exceeds seq_len=256"),
         ({"activation": "tanh"}, "unknown activation 'tanh' (gelu, relu, silu)"),
         ({"precision": "q8"}, "precision='q8' is not supported yet (supported now: fp32, bf16, mixed)"),
-        ({"framework": "jax"}, "framework='jax' is not supported yet"),
+        ({"framework": "tensorflow"}, "unknown framework 'tensorflow' (torch, jax, numpy)"),
+        (
+            {"framework": "numpy", "precision": "bf16"},
+            "precision='bf16' cannot run with framework='numpy' (it supports precision fp32)",
+        ),
+        (
+            {"framework": "jax", "blas": "mkl"},
+            "blas='mkl' cannot run with framework='jax' (it supports blas eigen, ynnpack, onednn)",
+        ),
+        ({"framework": "jax", "precision": "mixed"}, "precision='mixed' cannot run with framework='jax'"),
+        ({"framework": "numpy", "attn_backend": "sdpa"}, "attn_backend='sdpa' cannot run with framework='numpy'"),
+        ({"compile": "jit"}, "compile='jit' cannot run with framework='torch' (it supports compile eager, inductor)"),
+        ({"blas": "openblas"}, "blas='openblas' cannot run with framework='torch' (it supports blas mkl, onednn)"),
+        ({"framework": "jax", "interop_threads": 2}, "interop_threads=2 is applied only by framework='torch'"),
+        ({"framework": "numpy", "isa": "avx2"}, "isa='avx2' is applied only by framework='torch'"),
+        ({"blas": "cublas"}, "unknown blas 'cublas' (mkl, onednn, ynnpack, eigen, openblas)"),
         ({"widht": 512}, "unknown key 'widht'"),
         ({"width": "wide"}, "width='wide' is not a valid int"),
         ({"depth": 0}, "depth=0 must be >= 1"),
@@ -36,6 +51,22 @@ def test_autos_resolve_to_the_values_that_run():
     assert build_config({"compile": "inductor"}).warmup_steps == 3
 
 
+def test_framework_autos_resolve_per_framework_and_leave_torch_keys_as_they_were():
+    torch_cfg, jax_cfg, numpy_cfg = (build_config({"framework": f}) for f in ("torch", "jax", "numpy"))
+    assert (torch_cfg.compile, torch_cfg.attn_backend, torch_cfg.blas, torch_cfg.warmup_steps) == (
+        "eager",
+        "sdpa",
+        None,
+        2,
+    )
+    assert (jax_cfg.compile, jax_cfg.attn_backend, jax_cfg.blas, jax_cfg.warmup_steps) == ("jit", "sdpa", None, 3)
+    assert (numpy_cfg.compile, numpy_cfg.attn_backend, numpy_cfg.blas) == ("eager", "manual", None)
+    # the auto compile/attn_backend resolve to what they were before they became autos: old sweeps' keys hold
+    assert torch_cfg.config_key() == build_config({"compile": "eager", "attn_backend": "sdpa"}).config_key()
+    # blas auto stays out of the key; an explicit backend is another config
+    assert build_config({"blas": "mkl"}).config_key() != torch_cfg.config_key()
+
+
 def test_head_dim_may_differ_from_width_over_heads():
     cfg = build_config({"width": 256, "heads": 4, "head_dim": 32, "kv_heads": 1})
     assert (cfg.attn_dim, cfg.kv_dim) == (128, 32)
@@ -57,7 +88,7 @@ def test_parse_assignments():
 
 
 def test_defaults_are_the_quick_baseline_of_the_spec():
-    cfg = TrialConfig()
+    cfg = build_config({})  # attn_backend and compile are autos the framework resolves
     assert (cfg.depth, cfg.width, cfg.heads, cfg.seq_len, cfg.batch_size, cfg.vocab_size) == (4, 256, 4, 256, 1, 8192)
     assert (cfg.attn_backend, cfg.precision, cfg.compile, cfg.pinning, cfg.interop_threads) == (
         "sdpa",

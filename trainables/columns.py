@@ -60,7 +60,9 @@ _PHASES = {
 }
 
 CONFIG_COLUMNS = [
-    _config("framework", "the training framework"),
+    _config(
+        "framework", "the training framework: torch, jax (jax.jit + optax), numpy (hand-written backward and AdamW)"
+    ),
     _config("depth", "transformer layers"),
     _config("width", "hidden size d_model"),
     _config("heads", "query heads"),
@@ -74,13 +76,21 @@ CONFIG_COLUMNS = [
         "full (causal), local (causal blocks of `window` tokens), sliding (each token sees the last `window`)",
     ),
     _config("window", "window of local/sliding attention", "tokens"),
-    _config("attn_backend", "manual (matmul + softmax) or sdpa (`scaled_dot_product_attention`)"),
+    _config(
+        "attn_backend",
+        "manual (matmul + softmax) or sdpa (torch `scaled_dot_product_attention`, `jax.nn.dot_product_attention`); "
+        "auto: sdpa, manual for numpy",
+    ),
     _config("vocab_size", "vocabulary of the tokenizer trained on the corpus", "tokens"),
     _config("seq_len", "tokens per sequence", "tokens"),
     _config("batch_size", "sequences per micro-batch"),
     _config("grad_accum", "micro-batches per optimizer step"),
     _config("precision", "fp32, bf16 (weights and compute), mixed (bf16 autocast, fp32 master weights)"),
-    _config("compile", "eager or inductor (`torch.compile`)"),
+    _config(
+        "compile",
+        "torch: eager or inductor (`torch.compile`); jax: jit (`jax.jit` over the whole step) or eager (op by op); "
+        "numpy: eager; auto: eager, jit for jax",
+    ),
     _config("learning_rate", "AdamW learning rate"),
     _config("seed", "seed of the initial weights and of batch sampling"),
     _config(
@@ -95,6 +105,11 @@ CONFIG_COLUMNS = [
         "none, compact (physical cores of one socket first, SMT siblings last), spread (round-robin over sockets)",
     ),
     _config("allocator", "default (glibc), jemalloc, tcmalloc (LD_PRELOAD; `unsupported` if not installed)"),
+    _config(
+        "blas",
+        "matmul backend: torch mkl, onednn (fp32_precision=bf16 routing); jax eigen, ynnpack, onednn (XLA_FLAGS); "
+        "numpy openblas; auto: the first of each, left out of config_key (blas_used says what ran)",
+    ),
     _config("cores", "how many cores the trial gets; auto: threads when pinned, all when pinning=none"),
     _config("core_list", "explicit CPU ids (`0,2`, `0-3`), overriding the pinning order"),
     _config("freq_ghz", "pin scaling_min = scaling_max frequency (needs root and cpufreq); auto: leave as is", "GHz"),
@@ -278,7 +293,24 @@ RECORDED_COLUMNS = [
     _recorded("torch_threads", "int", "torch.get_num_threads() in the worker"),
     _recorded("torch_interop_threads", "int", "torch.get_num_interop_threads() in the worker"),
     _recorded("allocator_loaded", "str", "the allocator mapped into the worker (glibc, or the preloaded library)"),
-    _recorded("blas", "str", "BLAS torch was built with (BLAS_INFO)"),
+    _recorded("blas_build", "str", "BLAS torch was built with (BLAS_INFO)"),
+    _recorded(
+        "blas_used",
+        "str",
+        "the matmul backend that ran, read back: torch from MKL/oneDNN verbose output, jax from the compiled step's "
+        "optimized HLO (__ynn_fusion, __onednn_fusion, dot), numpy from threadpoolctl",
+        compare="matmul backend",
+    ),
+    _recorded(
+        "thread_pools",
+        "json",
+        "every thread pool's size read back in the worker after training: openmp, mkl, openblas (threadpoolctl), "
+        "xla_eigen (threads named tf_XLAEigen)",
+    ),
+    _recorded("xla_flags", "str", "XLA_FLAGS the jax worker ran with (the backend's flags, trainables/backends.py)"),
+    _recorded("jax_version", "str", "jax version in the worker"),
+    _recorded("jaxlib_version", "str", "jaxlib version in the worker"),
+    _recorded("numpy_version", "str", "NumPy version in the worker"),
     _recorded("torch_cpu_capability", "str", "the vector ISA ATen dispatches to"),
     _recorded(
         "bf16_native",

@@ -28,7 +28,8 @@ CHOICES = {
     "attention": ("full", "local", "sliding"),
     "attn_backend": ("manual", "sdpa"),
     "precision": ("fp32", "bf16", "mixed"),
-    "compile": ("eager", "inductor"),
+    "compile": ("eager", "inductor", "jit"),
+    "blas": ("mkl", "onednn", "ynnpack", "eigen", "openblas"),
     "pinning": ("none", "compact", "spread"),
     "allocator": ("default", "jemalloc", "tcmalloc"),
 }
@@ -37,6 +38,35 @@ NOT_SUPPORTED_YET = {
     "framework": tuple(name for name in ("jax", "numpy") if name not in framework_names()),
     "precision": ("q8", "q4", "bitnet"),
 }
+# What each built-in framework can really run; the first value is its auto (None in the config). A framework
+# registered through BENCH_TRAINERS has no entry and is held to CHOICES only.
+FRAMEWORK_SUPPORT = {
+    "torch": {
+        "compile": ("eager", "inductor"),
+        "attn_backend": ("sdpa", "manual"),
+        "precision": ("fp32", "bf16", "mixed"),
+        # mkl: torch's fp32 GEMM (MKL SGEMM, seen in MKL_VERBOSE); onednn: the only switch that sends fp32 Linears
+        # to oneDNN, torch.backends.mkldnn.matmul.fp32_precision = "bf16" (it lets oneDNN use bf16 math where the
+        # CPU has it: the row's matmul_library names the kernel that ran)
+        "blas": ("mkl", "onednn"),
+    },
+    "jax": {
+        "compile": ("jit", "eager"),  # eager: jax without jax.jit, op by op
+        "attn_backend": ("sdpa", "manual"),  # sdpa: jax.nn.dot_product_attention
+        "precision": ("fp32", "bf16"),
+        # XLA's dot emitter, chosen by XLA_FLAGS (trainables/jax_trainable.py). eigen first: jaxlib 0.10.2's default
+        # YNNPACK fusions can give wrong numbers under jit (jax-ml/jax#39103)
+        "blas": ("eigen", "ynnpack", "onednn"),
+    },
+    "numpy": {
+        "compile": ("eager",),
+        "attn_backend": ("manual",),
+        "precision": ("fp32",),
+        "blas": ("openblas",),  # the BLAS NumPy's wheel ships
+    },
+}
+# Keys only torch's trainer honours: another framework must leave them at these values.
+TORCH_ONLY = {"interop_threads": 1, "isa": None}
 # Knobs that change how a trial is run or kept, not what it measures: left out of config_key.
 NOT_IN_KEY = ("timeout_s", "memory_cap_mb", "save_model")
 
@@ -59,14 +89,14 @@ class TrialConfig:
     activation: str = "gelu"
     attention: str = "full"
     window: int = 128
-    attn_backend: str = "sdpa"
+    attn_backend: str | None = None  # auto: sdpa (torch, jax), manual (numpy)
     vocab_size: int = 8192
     # training
     seq_len: int = 256
     batch_size: int = 1
     grad_accum: int = 1
     precision: str = "fp32"
-    compile: str = "eager"
+    compile: str | None = None  # auto: eager (torch, numpy), jit (jax)
     learning_rate: float = 1e-3
     seed: int = 0
     # a Hugging Face dataset name, a local .txt/.json/.jsonl/.parquet/.csv file, or "offline";
@@ -77,6 +107,7 @@ class TrialConfig:
     interop_threads: int = 1
     pinning: str = "compact"
     allocator: str = "default"
+    blas: str | None = None  # the matmul backend; auto: the framework's first in FRAMEWORK_SUPPORT, left out of the key
     # hardware (None: leave the machine as it is)
     cores: int | None = None  # auto: threads when pinned, every core the trial may use when pinning=none
     core_list: str | None = None  # explicit CPU ids, e.g. "0,2" or "0-3": overrides the pinning order
@@ -200,12 +231,41 @@ def format_assignments(values: dict) -> str:
 
 def _check_choice(cfg: TrialConfig, key: str) -> None:
     value = getattr(cfg, key)
+    if value is None:  # an auto the framework resolves (blas)
+        return
     if value in CHOICES[key]:
         return
     if value in NOT_SUPPORTED_YET.get(key, ()):
         raise ConfigError(f"{key}={value!r} is not supported yet (supported now: {', '.join(CHOICES[key])})")
     allowed = ", ".join(CHOICES[key] + NOT_SUPPORTED_YET.get(key, ()))
     raise ConfigError(f"unknown {key} {value!r} ({allowed})")
+
+
+def _resolve_framework_autos(cfg: TrialConfig) -> TrialConfig:
+    """compile and attn_backend: None -> the framework's first supported value (torch's for a registered one). blas
+    stays None: the framework's default backend, recorded as it ran (blas_used), and outside the config key."""
+    support = FRAMEWORK_SUPPORT.get(cfg.framework, FRAMEWORK_SUPPORT["torch"])
+    autos = {key: support[key][0] for key in ("compile", "attn_backend") if getattr(cfg, key) is None}
+    return cfg.replace(**autos) if autos else cfg
+
+
+def _check_framework_support(cfg: TrialConfig) -> None:
+    support = FRAMEWORK_SUPPORT.get(cfg.framework)
+    if support is None:
+        return
+    for key, values in support.items():
+        value = getattr(cfg, key)
+        if value is not None and value not in values:
+            raise ConfigError(
+                f"{key}={value!r} cannot run with framework={cfg.framework!r} (it supports {key} {', '.join(values)})"
+            )
+    if cfg.framework != "torch":
+        for key, value in TORCH_ONLY.items():
+            if getattr(cfg, key) != value:
+                raise ConfigError(
+                    f"{key}={getattr(cfg, key)!r} is applied only by framework='torch'; framework={cfg.framework!r} "
+                    f"needs {key}={value if value is not None else 'auto'}"
+                )
 
 
 def _check_range(key: str, value, low, high=math.inf) -> None:
@@ -216,8 +276,11 @@ def _check_range(key: str, value, low, high=math.inf) -> None:
 
 def validate(cfg: TrialConfig) -> TrialConfig:
     """Check every knob and resolve model-level autos; returns the resolved config."""
+    _check_choice(cfg, "framework")
+    cfg = _resolve_framework_autos(cfg)
     for key in CHOICES:
         _check_choice(cfg, key)
+    _check_framework_support(cfg)
     for key in ("depth", "width", "heads", "seq_len", "batch_size", "grad_accum", "interop_threads"):
         _check_range(key, getattr(cfg, key), 1)
     _check_range("vocab_size", cfg.vocab_size, 256, 2**20)

@@ -7,7 +7,8 @@ activations, AdamW) is left out: it is a few percent of the total and not what a
 
 Attention: per head, q.k and p.v cost 2 * head_dim FLOPs each per (query, key) pair, counted over the pairs the
 kernel computes, not over those the mask keeps. What torch 2.13 runs on CPU (the profiler names the kernels; their
-executed GEMMs were summed under MKL_VERBOSE=1, tests/test_flops_formula.py does it again):
+executed GEMMs were summed under MKL_VERBOSE=1, tests/test_flops_formula.py does it again; jax and numpy count
+their own kernels the same way):
 - attn_backend=manual: dense L x L scores per sequence of L tokens (the mask is applied after the matmul); L is
   seq_len, or window for local attention (a batch of blocks of `window` tokens). Backward 2x forward (autograd).
 - sdpa while training with dropout > 0: the math fallback (`_scaled_dot_product_attention_math`, the CPU flash kernel
@@ -37,9 +38,12 @@ FLASH_Q_BLOCK_LONG = 256
 
 
 def attention_kernel(cfg: TrialConfig) -> str:
-    """manual, sdpa-math (dense fallback: dropout while training) or sdpa-flash (the CPU flash kernel)."""
+    """manual, sdpa-math (dense fallback: dropout while training), sdpa-flash (the CPU flash kernel) or sdpa-xla
+    (jax.nn.dot_product_attention on CPU: XLA's dense implementation, masked after the matmul, autograd backward)."""
     if cfg.attn_backend == "manual":
         return "manual"
+    if cfg.framework == "jax":
+        return "sdpa-xla"
     return "sdpa-math" if cfg.dropout > 0 else "sdpa-flash"
 
 
@@ -109,6 +113,7 @@ def flops_method(cfg: TrialConfig) -> str:
     attention = {
         "manual": "dense scores, backward 2x",
         "sdpa-math": "SDPA math fallback (dropout): dense scores, backward 2x",
+        "sdpa-xla": "jax.nn.dot_product_attention (XLA): dense scores, backward 2x",
         "sdpa-flash": f"SDPA CPU flash kernel: the 512-key blocks it computes ({skipped:.0%} of the scores skipped), "
         "backward 2.5x (recomputes the scores)",
     }[kernel]

@@ -27,6 +27,7 @@ from hwctl.cores import SYSFS_ROOT, format_cpu_list, parse_cpu_list, select_cpus
 from hwctl.isa import isa_environment, isa_unsupported_reason
 from hwctl.journal import DEFAULT_JOURNAL, HardwareSettings
 from hwctl.telemetry import load_average
+from trainables.backends import framework_environment
 from trainables.columns import base_row, now_iso
 from trainables.config import TrialConfig
 
@@ -49,6 +50,8 @@ RECORDED_PREFIXES = (
     "TORCH",
     "MALLOC_",
     "LD_PRELOAD",
+    "XLA_",
+    "JAX_",
     "BENCH_TRAINERS",  # a framework registered from outside (trainables/trainer.py): which module ran it
     "BENCH_CPUINFO",  # a simulated CPU (tests): the row says its ISA flags were not read from /proc/cpuinfo
 )
@@ -121,6 +124,9 @@ def build_worker_env(cfg: TrialConfig, threads: int, cpus: list[int] | None, bas
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
     env.update(isa_environment(cfg.isa))
+    for name, value in framework_environment(cfg).items():
+        # a user's own XLA_FLAGS stay, before the trial's: XLA takes the last of a repeated flag
+        env[name] = " ".join(filter(None, [base_env.get(name) if name == "XLA_FLAGS" else None, value]))
     if cpus is not None and cfg.pinning != "none":
         # one OpenMP place per chosen core, threads bound to them in order
         env["OMP_PLACES"] = ",".join(f"{{{c}}}" for c in cpus)

@@ -14,6 +14,7 @@ from hwctl.microbench import matmul_library, matmul_peak_gflops
 from trainables.config import TrialConfig
 from trainables.torch_model import GPT
 from trainables.trainer import Trainer
+from trainables.weights import ADAMW, initial_weights, sample_batches
 
 
 class TorchTrainer(Trainer):
@@ -38,15 +39,22 @@ class TorchTrainer(Trainer):
 
     def __init__(self, cfg: TrialConfig):
         self.cfg = cfg
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # dropout's masks; the weights come from trainables/weights.py
         model = GPT(cfg)
+        with torch.no_grad():
+            for name, array in initial_weights(cfg).items():
+                model.get_parameter(name).copy_(torch.from_numpy(array))
+        if cfg.blas == "onednn":
+            # the only switch that sends fp32 Linears to oneDNN (ONEDNN_VERBOSE shows it; MKL SGEMM otherwise)
+            torch.backends.mkldnn.matmul.fp32_precision = "bf16"
         if cfg.precision == "bf16":
             model = model.to(torch.bfloat16)
         model.train()
         self.model = model
         self.params = model.num_params()
+        self.matmul_library = None  # read back by matmul_peak, after the timed region
         # fused AdamW: one kernel over all parameters instead of a chain of element-wise ops
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.1, fused=True)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=True, **ADAMW)
         self.forward_fn = torch.compile(model) if cfg.compile == "inductor" else model
         if cfg.precision == "mixed":
             self.autocast = lambda: torch.autocast(device_type="cpu", dtype=torch.bfloat16)
@@ -54,18 +62,8 @@ class TorchTrainer(Trainer):
             self.autocast = contextlib.nullcontext
 
     def make_batches(self, tokens: np.ndarray, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Deterministic random windows of the token stream, prepared before the timed region."""
-        rng = np.random.default_rng(self.cfg.seed)
-        seq, batch = self.cfg.seq_len, self.cfg.batch_size
-        if len(tokens) < seq + 2:
-            raise ValueError(f"the corpus has {len(tokens)} tokens, fewer than seq_len={seq} + 1")
-        batches = []
-        for _ in range(count):
-            starts = rng.integers(0, len(tokens) - seq - 1, size=batch)
-            rows = np.stack([tokens[s : s + seq + 1] for s in starts]).astype(np.int64)
-            data = torch.from_numpy(rows)
-            batches.append((data[:, :-1].contiguous(), data[:, 1:].contiguous()))
-        return batches
+        """The same windows of the token stream in every framework (trainables/weights.py), as torch tensors."""
+        return [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in sample_batches(tokens, self.cfg, count)]
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with self.autocast():
@@ -89,7 +87,8 @@ class TorchTrainer(Trainer):
         return {
             "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(),
-            "blas": _blas_info(),
+            "blas_build": _blas_info(),
+            "blas_used": _library_families(self.matmul_library) if self.matmul_library else None,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_version": torch.__version__,
         }
@@ -115,14 +114,28 @@ class TorchTrainer(Trainer):
                 method = peak["peak_method"]
         # the MLP's up-projection (the largest Linear but the lm_head) in the dtype its matmul runs in
         shape = (self.cfg.batch_size * self.cfg.seq_len, self.cfg.width, self.cfg.mlp_hidden)
+        self.matmul_library = matmul_library(self.compute_dtype, shape, threads, cache_dir)
         return {
             "peak_gflops": peak["peak_gflops"],
             "peak_dtype": "fp32" if peak is fp32 else "bf16",
             "peak_gflops_fp32": fp32["peak_gflops"],
             "peak_method": method,
             "peak_cached": fp32["peak_cached"] and peak["peak_cached"],
-            "matmul_library": matmul_library(self.compute_dtype, shape, threads, cache_dir),
+            "matmul_library": self.matmul_library,
         }
+
+    def current_weights(self) -> dict[str, np.ndarray]:
+        return {name: p.detach().float().numpy().copy() for name, p in self.model.named_parameters()}
+
+    def parameter_gradients(self, inputs, targets) -> tuple[float, dict[str, np.ndarray]]:
+        saved = {name: p.grad for name, p in self.model.named_parameters()}
+        self.model.zero_grad(set_to_none=True)
+        loss = self.forward(torch.as_tensor(inputs), torch.as_tensor(targets))
+        loss.backward()
+        grads = {name: p.grad.float().numpy().copy() for name, p in self.model.named_parameters()}
+        for name, p in self.model.named_parameters():
+            p.grad = saved[name]
+        return float(loss.detach()), grads
 
     def save(self, folder: Path) -> None:
         from safetensors.torch import save_file
@@ -139,3 +152,8 @@ def _blas_info() -> str:
         if part.startswith("BLAS_INFO="):
             return part.split("=", 1)[1]
     return "unknown"
+
+
+def _library_families(matmul_library: str) -> str:
+    """'mkl (SGEMM) + onednn (brg_matmul:avx512_core)' -> 'mkl+onednn'."""
+    return "+".join(dict.fromkeys(part.strip().split(" ")[0] for part in matmul_library.split(" + ")))

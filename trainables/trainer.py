@@ -83,6 +83,17 @@ class Trainer(ABC):
     def save(self, folder: Path) -> None:
         """Write the weights into `folder` (the worker writes config.json beside them)."""
 
+    # ---- parity: the same model on the same numbers in every framework (tests/test_framework_parity.py) ----------
+    def current_weights(self) -> dict[str, np.ndarray]:
+        """The weights now, as float32 arrays in trainables/weights.py's names and PyTorch layout."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its weights")
+
+    def parameter_gradients(self, inputs: np.ndarray, targets: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        """(loss, gradients) of one micro-batch given as int64 NumPy arrays: the loss forward() returns (mean
+        cross-entropy / grad_accum) and its gradient for every weight, named and laid out as current_weights().
+        Changes no weight and no optimizer state."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its gradients")
+
 
 def parse_trainers(text: str) -> dict[str, str]:
     """'fake=tests.fake_trainer:FakeTrainer,b=m:B' -> {'fake': 'tests.fake_trainer:FakeTrainer', 'b': 'm:B'}."""
@@ -96,7 +107,11 @@ def parse_trainers(text: str) -> dict[str, str]:
     return trainers
 
 
-TRAINERS = {"torch": "trainables.torch_trainable:TorchTrainer"} | parse_trainers(os.environ.get(ENV_VARIABLE, ""))
+TRAINERS = {
+    "torch": "trainables.torch_trainable:TorchTrainer",
+    "jax": "trainables.jax_trainable:JaxTrainer",
+    "numpy": "trainables.numpy_trainable:NumpyTrainer",
+} | parse_trainers(os.environ.get(ENV_VARIABLE, ""))
 
 
 def framework_names() -> tuple[str, ...]:

@@ -60,6 +60,21 @@ def _thread_affinities() -> str:
     return ";".join(sorted(set(masks)))
 
 
+def read_thread_pools() -> dict[str, int]:
+    """Every thread pool of this process and its size, read back: threadpoolctl's (openmp, mkl, openblas, ...; by
+    internal_api, the largest where a library is loaded twice) and XLA's CPU pool, which sizes itself from the
+    process's CPU affinity and is seen only as threads named tf_XLAEigen."""
+    import threadpoolctl
+
+    pools: dict[str, int] = {}
+    for pool in threadpoolctl.threadpool_info():
+        name = pool["internal_api"]
+        pools[name] = max(pools.get(name, 0), pool["num_threads"])
+    names = [path.read_text().strip() for path in Path("/proc/self/task").glob("*/comm")]
+    xla = sum(name.startswith("tf_XLAEigen") for name in names)
+    return pools | ({"xla_eigen": xla} if xla else {})
+
+
 def run(payload: dict) -> dict:
     started = time.time()
     from hwctl.telemetry import CpuContention, EnergyCounter, FrequencyProbe, Probes
@@ -93,6 +108,7 @@ def run(payload: dict) -> dict:
     )
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     thread_affinity = _thread_affinities()
+    thread_pools = read_thread_pools()
     # after the timed region; on a cache miss measured here, under the trial's own CPUs, threads, allocator and ISA cap
     peak = trainer.matmul_peak(cfg.threads, data_dir / "hw")
     result = (
@@ -107,6 +123,7 @@ def run(payload: dict) -> dict:
             "data_s": data_s,
             "build_s": build_s,
             "thread_affinity": thread_affinity,
+            "thread_pools": thread_pools,
         }
         | trainer.facts()
         | {
