@@ -56,15 +56,15 @@ def test_framework_autos_resolve_per_framework_and_leave_torch_keys_as_they_were
     assert (torch_cfg.compile, torch_cfg.attn_backend, torch_cfg.blas, torch_cfg.warmup_steps) == (
         "eager",
         "sdpa",
-        None,
+        "mkl",
         2,
     )
-    assert (jax_cfg.compile, jax_cfg.attn_backend, jax_cfg.blas, jax_cfg.warmup_steps) == ("jit", "sdpa", None, 3)
-    assert (numpy_cfg.compile, numpy_cfg.attn_backend, numpy_cfg.blas) == ("eager", "manual", None)
-    # the auto compile/attn_backend resolve to what they were before they became autos: old sweeps' keys hold
-    assert torch_cfg.config_key() == build_config({"compile": "eager", "attn_backend": "sdpa"}).config_key()
-    # blas auto stays out of the key; an explicit backend is another config
-    assert build_config({"blas": "mkl"}).config_key() != torch_cfg.config_key()
+    assert (jax_cfg.compile, jax_cfg.attn_backend, jax_cfg.blas, jax_cfg.warmup_steps) == ("jit", "sdpa", "eigen", 3)
+    assert (numpy_cfg.compile, numpy_cfg.attn_backend, numpy_cfg.blas) == ("eager", "manual", "openblas")
+    # the keys of configs written before these were autos (or an axis) stay what they were
+    assert build_config({"dataset": "offline"}).config_key() == "860472523e80f2bf"  # computed before this change
+    assert build_config({"blas": "mkl"}).to_dict() == torch_cfg.to_dict()  # the default asked for is the same trial
+    assert build_config({"blas": "onednn"}).config_key() != torch_cfg.config_key()
 
 
 def test_head_dim_may_differ_from_width_over_heads():

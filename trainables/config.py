@@ -107,7 +107,7 @@ class TrialConfig:
     interop_threads: int = 1
     pinning: str = "compact"
     allocator: str = "default"
-    blas: str | None = None  # the matmul backend; auto: the framework's first in FRAMEWORK_SUPPORT, left out of the key
+    blas: str | None = None  # the matmul backend; auto: the framework's first in FRAMEWORK_SUPPORT (out of the key)
     # hardware (None: leave the machine as it is)
     cores: int | None = None  # auto: threads when pinned, every core the trial may use when pinning=none
     core_list: str | None = None  # explicit CPU ids, e.g. "0,2" or "0-3": overrides the pinning order
@@ -151,6 +151,8 @@ class TrialConfig:
         """Stable hash of what the trial measures (autos that depend on the node stay 'auto')."""
         # None (auto / leave alone) is left out, so adding an optional axis later keeps old keys valid
         ident = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY and v is not None}
+        if self.blas == default_blas(self.framework):  # the key the config had before blas was an axis
+            ident.pop("blas", None)
         blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -241,11 +243,19 @@ def _check_choice(cfg: TrialConfig, key: str) -> None:
     raise ConfigError(f"unknown {key} {value!r} ({allowed})")
 
 
+def default_blas(framework: str) -> str | None:
+    """The backend a framework runs without being asked (None for one registered through BENCH_TRAINERS)."""
+    support = FRAMEWORK_SUPPORT.get(framework)
+    return support["blas"][0] if support else None
+
+
 def _resolve_framework_autos(cfg: TrialConfig) -> TrialConfig:
-    """compile and attn_backend: None -> the framework's first supported value (torch's for a registered one). blas
-    stays None: the framework's default backend, recorded as it ran (blas_used), and outside the config key."""
+    """compile and attn_backend: None -> the framework's first supported value (torch's for a registered one);
+    blas: None -> the framework's default backend, which config_key leaves out (as asked; blas_used: as it ran)."""
     support = FRAMEWORK_SUPPORT.get(cfg.framework, FRAMEWORK_SUPPORT["torch"])
     autos = {key: support[key][0] for key in ("compile", "attn_backend") if getattr(cfg, key) is None}
+    if cfg.blas is None and cfg.framework in FRAMEWORK_SUPPORT:
+        autos["blas"] = default_blas(cfg.framework)
     return cfg.replace(**autos) if autos else cfg
 
 
