@@ -8,6 +8,7 @@
         values: [128, 256, 512]
       - name: width-x-threads
         axes: {width: [256, 1024], threads: [1, 2]}   # ... or a small grid (the product)
+        with: {depth: 6, batch_size: 4}  # optional: this study's points start from the baseline changed so
     repeats: 3            # each point runs 3 times (default 1) ...
     order_seed: 0         # ... in rounds shuffled with this seed (sweep/scheduler.py `sweep_order`)
     control_every: 10     # the baseline itself is re-measured every 10 trials of a node (0: never)
@@ -33,7 +34,7 @@ from trainables.launcher import unsupported_reason
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
 PLAN_KEYS = {"name", "description", "baseline", "studies", "repeats", "order_seed", "control_every"}
-STUDY_KEYS = {"name", "axis", "values", "axes", "description", "skip_unsupported", "refine"}
+STUDY_KEYS = {"name", "axis", "values", "axes", "description", "skip_unsupported", "refine", "with"}
 MAX_REFINE_POINTS = 50
 MAX_GRID_AXES = 3
 MAX_REPEATS = 20
@@ -368,8 +369,14 @@ class _Expansion:
             else:
                 self.problems.append(f"{where}: {exc}")
             return
+        overrides = study.get("with", {})
+        if not isinstance(overrides, dict) or set(overrides) - set(FIELD_TYPES):
+            self.problems.append(
+                f"{where}: key 'with': must map config keys to values (known: {', '.join(FIELD_TYPES)})"
+            )
+            return
         if "refine" in study:
-            refinement = _refinement(study, self.baseline, where, self.problems)
+            refinement = _refinement(study, self.baseline | overrides, where, self.problems)
             if refinement:
                 self.refinements[study["name"]] = refinement
         for point in _study_points(study, where, self.problems):
@@ -378,7 +385,8 @@ class _Expansion:
     def add_point(self, study: dict, point: dict, where: str) -> None:
         label = format_assignments(point)
         try:
-            cfg = build_config({k: v for k, v in self.baseline.items() if k in FIELD_TYPES} | point)
+            start = {k: v for k, v in self.baseline.items() if k in FIELD_TYPES} | study.get("with", {})
+            cfg = build_config(start | point)
         except ConfigError as exc:
             self.problems.append(f"{where}: point {label}: {exc}")
             return

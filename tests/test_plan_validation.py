@@ -35,6 +35,10 @@ def test_shipped_plans_are_valid(simulated_cpu, tmp_path):
     quick = load_plan("quick", **here)
     studies = {t.study for t in quick.trials}
     assert {"width", "seq_len", "batch_size", "attention", "precision", "compile", "cores", "allocator"} <= studies
+    assert {"framework", "blas", "blas-jax"} <= studies
+    assert [t.config.framework for t in quick.trials if t.study == "framework"] == ["torch", "jax", "numpy"]
+    frameworks = load_plan("frameworks", **here)
+    assert {t.config.width for t in frameworks.trials if t.study.endswith("-large")} == {512}
     assert {t.study for t in quick.trials if t.unsupported} <= {"allocator"}  # the rest runs on two cores
     # two points or more per study, but a skip_unsupported study keeps only what this CPU can run
     skippable = {s["name"] for s in quick.studies if s.get("skip_unsupported")}
@@ -129,6 +133,15 @@ def test_trials_are_the_studies_points():
             "study 'k': point kv_heads=3: kv_heads=3 must divide heads=2",
         ),
         (plan() | {"studies": []}, "plan: key 'studies': must be a non-empty list"),
+        (
+            plan({"name": "f", "axes": {"framework": ["torch", "numpy"], "blas": ["mkl"]}}),
+            "study 'f': point framework=numpy blas=mkl: blas='mkl' cannot run with framework='numpy' "
+            "(it supports blas openblas)",
+        ),
+        (
+            plan({"name": "f", "axis": "framework", "values": ["jax"], "with": {"widht": 128}}),
+            "study 'f': key 'with': must map config keys to values",
+        ),
         (
             plan({"name": "h", "axis": "head_dim", "values": ["auto", 32]}),
             "study 'h': point head_dim=32: the same config as another point",
@@ -354,3 +367,24 @@ def test_a_folder_is_not_a_plan(tmp_path):
     with pytest.raises(PlanError) as err:
         read_plan_document(str(tmp_path / "plans.yaml"))
     assert err.value.problems == ["not a regular file"]
+
+
+def test_a_study_may_start_from_a_changed_baseline():
+    document = plan(
+        {"name": "f", "axis": "framework", "values": ["torch", "jax", "numpy"]},
+        {"name": "f-large", "axis": "framework", "values": ["torch", "jax"], "with": {"width": 128, "heads": 4}},
+    )
+    trials = expand_plan(document, "test.yaml").trials
+    assert [(t.study, t.config.framework, t.config.width, t.config.heads) for t in trials] == [
+        ("f", "torch", 64, 2),
+        ("f", "jax", 64, 2),
+        ("f", "numpy", 64, 2),
+        ("f-large", "torch", 128, 4),
+        ("f-large", "jax", 128, 4),
+    ]
+    # each framework's own autos, resolved per point
+    assert [(t.config.compile, t.config.attn_backend, t.config.blas) for t in trials[:3]] == [
+        ("eager", "sdpa", "mkl"),
+        ("jit", "sdpa", "eigen"),
+        ("eager", "manual", "openblas"),
+    ]
