@@ -24,7 +24,7 @@ from sweep.manifest import new_sweep_id
 from sweep.nodes import Node, local_node
 from sweep.results.store import Store
 from sweep.tuning import StoreWriter, fit_tuner, node_bundle, ray_session, tune_point_trial
-from trainables.config import build_config
+from trainables.config import FRAMEWORK_SUPPORT, build_config
 from trainables.launcher import run_trial
 
 # the keys autotune may change: none of them changes the model, its data or its arithmetic
@@ -43,17 +43,21 @@ class AutotuneResult:
     command: str
 
 
-def search_space(include_compile: bool) -> dict[str, list]:
+def search_space(include_compile: bool, framework: str = "torch") -> dict[str, list]:
+    """The settings worth trying for `framework`: only values it can run (trainables/config.py FRAMEWORK_SUPPORT)."""
     cores = len(os.sched_getaffinity(0))
+    support = FRAMEWORK_SUPPORT.get(framework, FRAMEWORK_SUPPORT["torch"])
     space = {
         "threads": sorted({1, *range(2, cores + 1, 2), cores}),
-        "interop_threads": sorted({1, 2, min(4, cores)}),
+        "interop_threads": sorted({1, 2, min(4, cores)}) if framework == "torch" else [1],
         "pinning": ["none", "compact", "spread"],
         "allocator": ["default"] + [a for a in ("jemalloc", "tcmalloc") if find_allocator(a)],
-        "attn_backend": ["manual", "sdpa"],
+        "attn_backend": sorted(support["attn_backend"]),
     }
-    if include_compile and (shutil.which("cc") or shutil.which("gcc")):  # Inductor needs a C++ compiler
-        space["compile"] = ["eager", "inductor"]
+    if framework == "torch" and include_compile and (shutil.which("cc") or shutil.which("gcc")):
+        space["compile"] = ["eager", "inductor"]  # Inductor needs a C++ compiler
+    elif framework == "jax" and include_compile:
+        space["compile"] = ["eager", "jit"]
     return space
 
 
@@ -79,8 +83,8 @@ def autotune(
     include_compile: bool = True,
     quiet: bool = False,
 ) -> AutotuneResult:
-    build_config(base)  # validated once, up front
-    space = search_space(include_compile)
+    framework = build_config(base).framework  # validated once, up front
+    space = search_space(include_compile, framework)
     default = defaults_of(base, space)
     sweep_id = new_sweep_id("autotune", result_dir)
     sweep = SweepLedger(sweep_id, "autotune", Store(result_dir), quiet=quiet, expected=trials)
