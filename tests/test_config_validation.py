@@ -1,6 +1,6 @@
 import pytest
 
-from trainables.config import ConfigError, TrialConfig, build_config, parse_assignments
+from trainables.config import ConfigError, build_config, parse_assignments
 
 
 @pytest.mark.parametrize(
