@@ -300,13 +300,28 @@ RECORDED_COLUMNS = [
         "the matmul backend that ran, read back: torch from MKL/oneDNN verbose output, jax from the compiled step's "
         "optimized HLO (__ynn_fusion, __onednn_fusion, dot), numpy from threadpoolctl",
         compare="matmul backend",
+        summary="{}",
     ),
     _recorded(
         "thread_pools",
         "json",
         "every thread pool's size read back in the worker after training: openmp, mkl, openblas (threadpoolctl), "
         "xla_eigen (threads named tf_XLAEigen)",
+        summary="{}",
     ),
+    _recorded(
+        "blas_detail",
+        "str",
+        "numpy: the BLAS library NumPy's matmul calls, as threadpoolctl reads it (library, version, architecture, "
+        "threading layer, file)",
+    ),
+    _recorded(
+        "xla_dots",
+        "json",
+        "jax: {backend: number of dot instructions it ran} for the trial's step, counted in optimized HLO",
+    ),
+    _recorded("xla_dots_source", "str", "jax: where xla_dots was read (the compiled step's HLO, or each eager dot's)"),
+    _recorded("jax_backend", "str", "jax.default_backend() in the worker (cpu)"),
     _recorded("xla_flags", "str", "XLA_FLAGS the jax worker ran with (the backend's flags, trainables/backends.py)"),
     _recorded("jax_version", "str", "jax version in the worker"),
     _recorded("jaxlib_version", "str", "jaxlib version in the worker"),
@@ -396,6 +411,8 @@ SUMMARY_ORDER = (
     "params",
     "threads",
     "affinity",
+    "thread_pools",
+    "blas_used",
     "step_time_median_s",
     "step_time_cv",
     "forward_s",
