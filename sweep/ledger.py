@@ -53,6 +53,7 @@ def pair_of(
         "trial_order": trial_order,
         "order_seed": order_seed,
         "identity": pair_identity(node, trial.study, trial.config_key, repeat),
+        "reference": trial.reference,
     }
 
 
@@ -66,6 +67,7 @@ def pair_columns(pair: dict) -> dict:
         "repeat": pair.get("repeat", 0),
         "trial_order": pair.get("trial_order"),
         "order_seed": pair.get("order_seed"),
+        "reference": json.dumps(pair["reference"]) if pair.get("reference") else None,
     }
 
 

@@ -20,6 +20,7 @@ problem of a plan is collected before anything runs, each named with its study a
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,42 @@ import yaml
 from hwctl.control import Frequency, Governor
 from hwctl.cores import SYSFS_ROOT
 from sweep.results.tables import format_table
-from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, build_config, format_assignments, is_numeric_key
+from trainables.config import (
+    FIELD_TYPES,
+    MODEL_PRESETS,
+    ConfigError,
+    TrialConfig,
+    build_config,
+    format_assignments,
+    is_numeric_key,
+)
 from trainables.launcher import unsupported_reason
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
-PLAN_KEYS = {"name", "description", "baseline", "studies", "repeats", "order_seed", "control_every"}
-STUDY_KEYS = {"name", "axis", "values", "axes", "description", "skip_unsupported", "refine", "with"}
+PLAN_KEYS = {
+    "name",
+    "description",
+    "baseline",
+    "studies",
+    "repeats",
+    "order_seed",
+    "control_every",
+    "record_unsupported",
+}
+STUDY_KEYS = {
+    "name",
+    "axis",
+    "values",
+    "axes",
+    "points",
+    "description",
+    "skip_unsupported",
+    "refine",
+    "with",
+    "reference",
+}
+# a study's `reference`: the figure another report claimed for this setting, shown beside ours in the report
+REFERENCE_METRICS = ("step_time_s", "projected_10k_steps_s", "tokens_per_s", "mfu")
 MAX_REFINE_POINTS = 50
 MAX_GRID_AXES = 3
 MAX_REPEATS = 20
@@ -64,6 +95,7 @@ class Trial:
     point: dict  # the keys this study varies, with this trial's values
     config: TrialConfig
     unsupported: str | None = None  # why this node cannot honour it (recorded, not run)
+    reference: dict | None = None  # the study's reference figure (plan key `reference`), carried into its rows
 
     @property
     def config_key(self) -> str:
@@ -224,9 +256,11 @@ def machine_values(axis: str, value_range: str, allowed_cpus: set[int], sysfs_ro
 
 
 def _study_points(study: dict, where: str, problems: list[str]) -> list[dict]:
-    if ("axis" in study) == ("axes" in study):
-        problems.append(f"{where}: give either 'axis' with 'values', or 'axes'")
+    if sum(key in study for key in ("axis", "axes", "points")) != 1:
+        problems.append(f"{where}: give one of 'axis' with 'values', 'axes', or 'points'")
         return []
+    if "points" in study:
+        return _listed_points(study["points"], where, problems)
     if "axis" in study:
         axes = {study["axis"]: study.get("values")}
         if "values" not in study:
@@ -241,6 +275,20 @@ def _study_points(study: dict, where: str, problems: list[str]) -> list[dict]:
             problems.append(f"{where}: key 'axes': {len(axes)} axes; a study grids at most {MAX_GRID_AXES}")
             return []
     return _product(axes, where, problems)
+
+
+def _listed_points(points, where: str, problems: list[str]) -> list[dict]:
+    """`points: [{}, {precision: bf16, optimizer: lamb}]`: each point a mapping of config keys ({} = the baseline),
+    for a comparison a grid cannot express (all switches together against none)."""
+    if not isinstance(points, list) or len(points) < 1 or not all(isinstance(p, dict) for p in points):
+        problems.append(f"{where}: key 'points': must be a non-empty list of mappings of config keys")
+        return []
+    for point in points:
+        for key in sorted(set(point) - set(FIELD_TYPES)):
+            problems.append(f"{where}: key 'points': unknown key '{key}'")
+    if len({json.dumps(p, sort_keys=True, default=str) for p in points}) != len(points):
+        problems.append(f"{where}: key 'points': duplicate points")
+    return [dict(p) for p in points] if not any(p.startswith(f"{where}: key 'points'") for p in problems) else []
 
 
 def _product(axes: dict, where: str, problems: list[str]) -> list[dict]:
@@ -275,6 +323,10 @@ def expand_plan(
     name, baseline, studies = _plan_keys(document, problems)
     order = order_keys(document, problems)
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
+    # a plan may ask for it itself: points a node cannot hold (a model too large) are then rows that say why
+    if not isinstance(document.get("record_unsupported", False), bool):
+        problems.append("plan: key 'record_unsupported': must be true or false")
+    record_unsupported = record_unsupported or document.get("record_unsupported") is True
     expansion = _Expansion(baseline, allowed, sysfs_root, record_unsupported, problems)
     for index, study in enumerate(studies):
         expansion.add_study(index, study)
@@ -375,6 +427,8 @@ class _Expansion:
                 f"{where}: key 'with': must map config keys to values (known: {', '.join(FIELD_TYPES)})"
             )
             return
+        if "reference" in study and not _valid_reference(study["reference"], where, self.problems):
+            return
         if "refine" in study:
             refinement = _refinement(study, self.baseline | overrides, where, self.problems)
             if refinement:
@@ -386,6 +440,8 @@ class _Expansion:
         label = format_assignments(point)
         try:
             start = {k: v for k, v in self.baseline.items() if k in FIELD_TYPES} | study.get("with", {})
+            if point.get("model") in MODEL_PRESETS:  # the point's preset sets its size, whatever the baseline's
+                start = {k: v for k, v in start.items() if k not in MODEL_PRESETS[point["model"]]}
             cfg = build_config(start | point)
         except ConfigError as exc:
             self.problems.append(f"{where}: point {label}: {exc}")
@@ -402,7 +458,7 @@ class _Expansion:
                 f"{where}: point {label}: this machine cannot run it: {reason} "
                 "(--record-unsupported records it instead)"
             )
-        self.trials.append(Trial(study["name"], point, cfg, reason))
+        self.trials.append(Trial(study["name"], point, cfg, reason, study.get("reference")))
 
     def control_trial(self) -> Trial | None:
         """The baseline with nothing varied, re-measured through the sweep to show drift (None: cannot run here)."""
@@ -464,3 +520,21 @@ def plan_table(plan: Plan) -> str:
     if plan.skipped:
         text += "\nskipped on this machine (skip_unsupported):\n" + "\n".join(f"  - {s}" for s in plan.skipped)
     return text
+
+
+def _valid_reference(reference, where: str, problems: list[str]) -> bool:
+    """`reference: {label: "the report: 8-core i5-1240P", step_time_s: 4.55, ...}`: a label and at least one
+    positive figure among REFERENCE_METRICS (mfu as a fraction), plus an optional `note`."""
+    known = ", ".join(REFERENCE_METRICS)
+    if not isinstance(reference, dict) or not isinstance(reference.get("label"), str):
+        problems.append(f"{where}: key 'reference': must be a mapping with a 'label' and figures among {known}")
+        return False
+    figures = {k: v for k, v in reference.items() if k not in ("label", "note")}
+    for key, value in figures.items():
+        if key not in REFERENCE_METRICS:
+            problems.append(f"{where}: key 'reference': unknown figure {key!r} (known: {known})")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            problems.append(f"{where}: key 'reference': {key}={value!r} must be a positive number")
+    if not figures:
+        problems.append(f"{where}: key 'reference': give at least one figure among {known}")
+    return not any(p.startswith(f"{where}: key 'reference'") for p in problems)

@@ -9,7 +9,27 @@ from trainables.config import ConfigError, build_config, parse_assignments
         ({"kv_heads": 3}, "kv_heads=3 must divide heads=4"),
         ({"attention": "sliding", "window": 512}, "window=512 exceeds seq_len=256"),
         ({"activation": "tanh"}, "unknown activation 'tanh' (gelu, relu, silu)"),
-        ({"precision": "q8"}, "precision='q8' is not supported yet (supported now: fp32, bf16, mixed)"),
+        ({"precision": "q16"}, "unknown precision 'q16' (fp32, bf16, mixed, q8, q4, bitnet)"),
+        (
+            {"framework": "jax", "precision": "q8"},
+            "precision='q8' cannot run with framework='jax' (it supports precision fp32, bf16)",
+        ),
+        (
+            {"framework": "numpy", "optimizer": "lamb"},
+            "optimizer='lamb' cannot run with framework='numpy' (it supports optimizer adamw)",
+        ),
+        ({"optimizer": "adam"}, "unknown optimizer 'adam' (adamw, sgd, lamb, lookahead)"),
+        ({"framework": "jax", "freeze_layers": 1}, "freeze_layers=1 is applied only by framework='torch'"),
+        (
+            {"framework": "numpy", "fused_linear_act": True},
+            "fused_linear_act=True is applied only by framework='torch'",
+        ),
+        ({"freeze_layers": 4}, "freeze_layers=4 must be in [0, 3]"),
+        ({"model": "huge"}, "unknown model preset 'huge' (small, medium, large, xl, 2.7B)"),
+        (
+            {"precision": "q4", "width": 48, "heads": 4},
+            "precision='q4' quantises weights in groups of 32 input features: width 48, heads × head_dim 48",
+        ),
         ({"framework": "tensorflow"}, "unknown framework 'tensorflow' (torch, jax, numpy)"),
         (
             {"framework": "numpy", "precision": "bf16"},
@@ -97,3 +117,21 @@ def test_defaults_are_the_quick_baseline_of_the_spec():
         "compact",
         1,
     )
+
+
+def test_a_model_preset_expands_and_keys_beside_it_win():
+    small = build_config({"model": "small", "dataset": "offline"})
+    assert (small.width, small.depth, small.heads, small.head_dim, small.mlp_ratio) == (768, 12, 12, 64, 4.0)
+    assert small.model == "small"
+    shallow = build_config({"model": "2.7B", "depth": 2, "dataset": "offline"})
+    assert (shallow.width, shallow.depth, shallow.heads) == (2560, 2, 32)
+    # the label stays out of config_key: the preset and its keys written out are one config
+    spelled = build_config({"width": 768, "depth": 12, "heads": 12, "dataset": "offline"})
+    assert small.config_key() == spelled.config_key()
+
+
+def test_new_recipe_keys_at_their_defaults_keep_earlier_config_keys():
+    base = build_config({"dataset": "offline"})
+    explicit = build_config({"dataset": "offline", "optimizer": "adamw", "fused_linear_act": False, "freeze_layers": 0})
+    assert base.config_key() == explicit.config_key() == "860472523e80f2bf"
+    assert build_config({"dataset": "offline", "optimizer": "lamb"}).config_key() != base.config_key()

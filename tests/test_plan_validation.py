@@ -108,7 +108,7 @@ def test_trials_are_the_studies_points():
         (plan({"name": "w", "axis": "width", "values": [64, 64]}), "study 'w': key 'width': duplicate values"),
         (
             plan({"name": "w", "axis": "width", "axes": {"width": [64]}}),
-            "study 'w': give either 'axis' with 'values', or 'axes'",
+            "study 'w': give one of 'axis' with 'values', 'axes', or 'points'",
         ),
         (
             plan({"name": "w", "axis": "width", "values": [64], "refine": 3}),

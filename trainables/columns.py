@@ -85,13 +85,29 @@ CONFIG_COLUMNS = [
     _config("seq_len", "tokens per sequence", "tokens"),
     _config("batch_size", "sequences per micro-batch"),
     _config("grad_accum", "micro-batches per optimizer step"),
-    _config("precision", "fp32, bf16 (weights and compute), mixed (bf16 autocast, fp32 master weights)"),
+    _config(
+        "precision",
+        "fp32, bf16 (weights and compute), mixed (bf16 autocast, fp32 master weights), q8 / q4 / bitnet "
+        "(quantisation-aware training with torchao: fake-quantised weights and activations, fp32 master weights)",
+    ),
     _config(
         "compile",
         "torch: eager or inductor (`torch.compile`); jax: jit (`jax.jit` over the whole step) or eager (op by op); "
         "numpy: eager; auto: eager, jit for jax",
     ),
-    _config("learning_rate", "AdamW learning rate"),
+    _config(
+        "optimizer",
+        "adamw (torch fused AdamW), sgd (momentum 0.9), lamb, lookahead (Lookahead k=5 alpha=0.5 around AdamW); "
+        "lamb and lookahead from pytorch-optimizer",
+    ),
+    _config("fused_linear_act", "the MLP's up-projection and activation as one oneDNN kernel (eltwise post-op)"),
+    _config("freeze_layers", "the first N transformer blocks get no gradient and no optimizer state"),
+    _config(
+        "model",
+        "preset: small (768/12/12), medium (1024/24/16), large (1280/36/20), xl (1600/48/25), 2.7B (2560/32/32) "
+        "as width/depth/heads, mlp_ratio 4; keys given beside it win; a label, out of config_key",
+    ),
+    _config("learning_rate", "the optimizer's learning rate"),
     _config("seed", "seed of the initial weights and of batch sampling"),
     _config(
         "dataset",
@@ -338,6 +354,26 @@ RECORDED_COLUMNS = [
         "library that ran a Linear of the trial's shape and dtype (MKL/oneDNN verbose output): mkl, onednn, aten",
     ),
     _recorded("torch_version", "str", "torch version in the worker"),
+    _recorded(
+        "quantization",
+        "str",
+        "q8/q4/bitnet: what torchao applied (weights, activations, which layers stayed fp32), read back",
+    ),
+    _recorded("quantization_config", "json", "the torchao config read back field by field, and where it applied"),
+    _recorded("quantized_layers", "int", "Linear modules converted for quantisation-aware training (4 per block)"),
+    _recorded("quantized_modules", "str", "the class the converted Linears became, read back from the model"),
+    _recorded("torchao_version", "str", "torchao version in the worker (quantised precisions)"),
+    _recorded("optimizer_class", "str", "the optimizer's class, read back (Lookahead names the one it wraps)"),
+    _recorded("optimizer_settings", "json", "the optimizer's hyper-parameters read back from its param_groups"),
+    _recorded(
+        "optimizer_state_mb",
+        "float",
+        "bytes of every tensor in the optimizer's state after the steps (Lookahead's slow weights included)",
+        "MiB",
+    ),
+    _recorded("frozen_layers", "json", "the transformer blocks that got no gradient (freeze_layers)"),
+    _recorded("frozen_params", "int", "parameter elements without gradient"),
+    _recorded("trainable_params", "int", "parameter elements the optimizer updates"),
     _recorded("python_version", "str", "Python version in the worker"),
     _recorded(
         "hw_settings_applied", "json", "cpufreq/boost files written for this trial and their values ({} when none)"
@@ -389,6 +425,12 @@ RUN_COLUMNS = [
         "grid, control (the baseline re-measured through the sweep), refine (Optuna where the curve bends), autotune or ab",
     ),
     _run("bend_score", "float", "for refined points: the bend score of the interval that chose the point"),
+    _run(
+        "reference",
+        "json",
+        "the figure the study reproduces, from its plan: label (whose figure, on what hardware) and step_time_s, "
+        "projected_10k_steps_s, tokens_per_s or mfu",
+    ),
     _run("ab_arm", "str", "autotune A/B re-measurement: default or best"),
     _run("ab_round", "int", "autotune A/B round"),
     _run("started_at", "str", "when the parent started the trial (ISO 8601, UTC)"),

@@ -22,13 +22,23 @@ from hwctl.isa import ISA_CAPS
 from trainables.trainer import framework_names
 
 DEFAULT_DATASET = "ThomasTheMaker/Arc-Corpus-sample"
+# Model presets (GPT-2 sizes and a 2.7B): `model=small` expands to these keys; keys given beside it win.
+MODEL_PRESETS = {
+    "small": {"width": 768, "depth": 12, "heads": 12, "mlp_ratio": 4.0},
+    "medium": {"width": 1024, "depth": 24, "heads": 16, "mlp_ratio": 4.0},
+    "large": {"width": 1280, "depth": 36, "heads": 20, "mlp_ratio": 4.0},
+    "xl": {"width": 1600, "depth": 48, "heads": 25, "mlp_ratio": 4.0},
+    "2.7B": {"width": 2560, "depth": 32, "heads": 32, "mlp_ratio": 4.0},
+}
 CHOICES = {
     "framework": framework_names(),  # the trainer registry: torch, plus BENCH_TRAINERS
     "activation": ("gelu", "relu", "silu"),
     "attention": ("full", "local", "sliding"),
     "attn_backend": ("manual", "sdpa"),
-    "precision": ("fp32", "bf16", "mixed"),
+    "precision": ("fp32", "bf16", "mixed", "q8", "q4", "bitnet"),
     "compile": ("eager", "inductor", "jit"),
+    "optimizer": ("adamw", "sgd", "lamb", "lookahead"),
+    "model": tuple(MODEL_PRESETS),
     "blas": ("mkl", "onednn", "ynnpack", "eigen", "openblas"),
     "pinning": ("none", "compact", "spread"),
     "allocator": ("default", "jemalloc", "tcmalloc"),
@@ -36,7 +46,6 @@ CHOICES = {
 # Named in the spec, accepted by the parser, but not implemented yet: a clear error, not a crash.
 NOT_SUPPORTED_YET = {
     "framework": tuple(name for name in ("jax", "numpy") if name not in framework_names()),
-    "precision": ("q8", "q4", "bitnet"),
 }
 # What each built-in framework can really run; the first value is its auto (None in the config). A framework
 # registered through BENCH_TRAINERS has no entry and is held to CHOICES only.
@@ -44,7 +53,9 @@ FRAMEWORK_SUPPORT = {
     "torch": {
         "compile": ("eager", "inductor"),
         "attn_backend": ("sdpa", "manual"),
-        "precision": ("fp32", "bf16", "mixed"),
+        # q8, q4, bitnet: quantisation-aware training with torchao (trainables/quantization.py)
+        "precision": ("fp32", "bf16", "mixed", "q8", "q4", "bitnet"),
+        "optimizer": ("adamw", "sgd", "lamb", "lookahead"),
         # mkl: torch's fp32 GEMM (MKL SGEMM, seen in MKL_VERBOSE); onednn: the only switch that sends fp32 Linears
         # to oneDNN, torch.backends.mkldnn.matmul.fp32_precision = "bf16" (it lets oneDNN use bf16 math where the
         # CPU has it: the row's matmul_library names the kernel that ran)
@@ -54,6 +65,7 @@ FRAMEWORK_SUPPORT = {
         "compile": ("jit", "eager"),  # eager: jax without jax.jit, op by op
         "attn_backend": ("sdpa", "manual"),  # sdpa: jax.nn.dot_product_attention
         "precision": ("fp32", "bf16"),
+        "optimizer": ("adamw",),
         # XLA's dot emitter, chosen by XLA_FLAGS (trainables/jax_trainable.py). eigen first: jaxlib 0.10.2's default
         # YNNPACK fusions can give wrong numbers under jit (jax-ml/jax#39103)
         "blas": ("eigen", "ynnpack", "onednn"),
@@ -62,11 +74,14 @@ FRAMEWORK_SUPPORT = {
         "compile": ("eager",),
         "attn_backend": ("manual",),
         "precision": ("fp32",),
+        "optimizer": ("adamw",),
         "blas": ("openblas",),  # the BLAS NumPy's wheel ships
     },
 }
 # Keys only torch's trainer honours: another framework must leave them at these values.
-TORCH_ONLY = {"interop_threads": 1, "isa": None}
+TORCH_ONLY = {"interop_threads": 1, "isa": None, "fused_linear_act": False, "freeze_layers": 0}
+# Keys added after configs were first stored: at these values they stay out of config_key, so every earlier key holds.
+KEY_DEFAULTS = {"optimizer": "adamw", "fused_linear_act": False, "freeze_layers": 0}
 # Knobs that change how a trial is run or kept, not what it measures: left out of config_key.
 NOT_IN_KEY = ("timeout_s", "memory_cap_mb", "save_model")
 
@@ -97,6 +112,10 @@ class TrialConfig:
     grad_accum: int = 1
     precision: str = "fp32"
     compile: str | None = None  # auto: eager (torch, numpy), jit (jax)
+    optimizer: str = "adamw"  # lookahead: Lookahead (k=5, alpha=0.5) around AdamW
+    fused_linear_act: bool = False  # the MLP's up-projection and activation as one fused kernel
+    freeze_layers: int = 0  # the first N transformer blocks get no gradient and no optimizer state
+    model: str | None = None  # a preset of MODEL_PRESETS, expanded by build_config; a label in the row
     learning_rate: float = 1e-3
     seed: int = 0
     # a Hugging Face dataset name, a local .txt/.json/.jsonl/.parquet/.csv file, or "offline";
@@ -153,6 +172,10 @@ class TrialConfig:
         ident = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY and v is not None}
         if self.blas == default_blas(self.framework):  # the key the config had before blas was an axis
             ident.pop("blas", None)
+        for key, default in KEY_DEFAULTS.items():
+            if ident.get(key) == default:
+                ident.pop(key)
+        ident.pop("model", None)  # a label: the keys it expanded to are in the key
         blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -211,6 +234,11 @@ def build_config(values: dict) -> TrialConfig:
         known = ", ".join(FIELD_TYPES)
         raise ConfigError(f"unknown key {unknown[0]!r} (known keys: {known})")
     coerced = {k: _coerce(k, v) for k, v in values.items()}
+    preset = coerced.get("model")
+    if preset is not None:
+        if preset not in MODEL_PRESETS:
+            raise ConfigError(f"unknown model preset {preset!r} ({', '.join(MODEL_PRESETS)})")
+        coerced = MODEL_PRESETS[preset] | coerced  # keys given beside the preset override it
     return validate(TrialConfig(**coerced))
 
 
@@ -299,6 +327,7 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     _check_range("learning_rate", cfg.learning_rate, 1e-7, 1.0)
     _check_range("seed", cfg.seed, 0)
     _check_range("timeout_s", cfg.timeout_s, 1.0)
+    _check_range("freeze_layers", cfg.freeze_layers, 0, cfg.depth - 1)  # at least one block must train
 
     head_dim = cfg.head_dim
     if head_dim is None:
@@ -313,6 +342,14 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     if cfg.heads % kv_heads:
         raise ConfigError(f"kv_heads={kv_heads} must divide heads={cfg.heads}")
 
+    if cfg.precision == "q4":  # torchao's int4 weights come in groups of 32 along each Linear's input
+        inputs = {"width": cfg.width, "heads × head_dim": cfg.heads * head_dim, "the MLP hidden": cfg.mlp_hidden}
+        odd = [f"{name} {size}" for name, size in inputs.items() if size % 32]
+        if odd:
+            raise ConfigError(
+                f"precision='q4' quantises weights in groups of 32 input features: {', '.join(odd)} "
+                "must be multiples of 32"
+            )
     if cfg.attention != "full":
         _check_range("window", cfg.window, 1)
         if cfg.window > cfg.seq_len:

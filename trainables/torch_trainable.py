@@ -12,9 +12,11 @@ import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s
 from hwctl.isa import bf16_native_reason
 from hwctl.microbench import matmul_library, matmul_peak_gflops
 from trainables.config import TrialConfig
+from trainables.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
+from trainables.quantization import QUANTIZED, apply_quantized_training
 from trainables.torch_model import GPT
 from trainables.trainer import Trainer
-from trainables.weights import ADAMW, initial_weights, sample_batches
+from trainables.weights import initial_weights, sample_batches
 
 
 class TorchTrainer(Trainer):
@@ -47,14 +49,21 @@ class TorchTrainer(Trainer):
         if cfg.blas == "onednn":
             # the only switch that sends fp32 Linears to oneDNN (ONEDNN_VERBOSE shows it; MKL SGEMM otherwise)
             torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        self.recipe_facts: dict = {}  # what the precision, freezing and optimizer keys really built, read back
+        if cfg.precision in QUANTIZED:
+            # quantisation-aware training on the fp32 model: fake-quantised Linears, fp32 master weights
+            self.recipe_facts |= apply_quantized_training(model, cfg.precision)
         if cfg.precision == "bf16":
             model = model.to(torch.bfloat16)
         model.train()
         self.model = model
         self.params = model.num_params()
         self.matmul_library = None  # read back by matmul_peak, after the timed region
-        # fused AdamW: one kernel over all parameters instead of a chain of element-wise ops
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=True, **ADAMW)
+        # before the optimizer: frozen blocks get no gradient and no optimizer state
+        self.recipe_facts |= freeze_layers(model, cfg.freeze_layers)
+        # adamw is torch's fused AdamW (one kernel over all parameters), as ADAMW in every framework
+        self.optimizer, optimizer_facts = build_optimizer(cfg, model)
+        self.recipe_facts |= optimizer_facts
         self.forward_fn = torch.compile(model) if cfg.compile == "inductor" else model
         if cfg.precision == "mixed":
             self.autocast = lambda: torch.autocast(device_type="cpu", dtype=torch.bfloat16)
@@ -91,7 +100,9 @@ class TorchTrainer(Trainer):
             "blas_used": _library_families(self.matmul_library) if self.matmul_library else None,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_version": torch.__version__,
-        }
+            # measured after the steps: optimizer state exists from the first step on
+            "optimizer_state_mb": optimizer_state_bytes(self.optimizer) / 2**20,
+        } | self.recipe_facts
 
     @property
     def compute_dtype(self) -> str:

@@ -14,7 +14,9 @@ A sweep that ran on several nodes never mixes them in one curve or fit: each stu
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from pathlib import Path
 
 from sweep.results.compare import CompareError, build_comparison, compare_markdown, group_rows, node_count
@@ -181,9 +183,60 @@ def study_section(study: str, points: list[dict], out: Path, node: str | None = 
         text += [scaling_text(x_axis, scaling, ok), ""]
     label = study + (f" on {node}" if node else "")
     png = out / f"{slug(study)}{f'-{slug(node)}' if node else ''}.png"
-    plot_study(png, label, kind, x_axis, series, ok, fit if fit and bend_evidence(fit) is None else None, scaling)
+    reference = study_reference(points)
+    fitted = fit if fit and bend_evidence(fit) is None else None
+    plot_study(png, label, kind, x_axis, series, ok, fitted, scaling, reference)
     text += [f"![{label}]({png.name})", "", study_table(points, axes)]
+    if reference:
+        text += ["", reference_table(points, reference)]
     return "\n".join(text)
+
+
+def study_reference(points: list[dict]) -> dict | None:
+    """The figure the plan says this study reproduces (column `reference`), or None."""
+    for p in points:
+        for r in p["_rows"]:
+            value = r.get("reference")
+            if value:
+                return json.loads(value) if isinstance(value, str) else value
+    return None
+
+
+REFERENCE_FIGURES = {  # plan figure -> (label, our column, format)
+    "step_time_s": ("step time (s)", "step_time_median_s", "{:.3g}"),
+    "projected_10k_steps_s": ("10,000 steps", "projected_10k_steps_s", None),
+    "tokens_per_s": ("tokens/s", "tokens_per_s", "{:,.1f}"),
+    "mfu": ("MFU", "mfu", "{:.1%}"),
+}
+
+
+def reference_table(points: list[dict], reference: dict) -> str:
+    """Ours beside the reference's figures, per ok point: the medians over repeats, and ours / theirs."""
+    rows = []
+    for p in (p for p in points if p["_ok"]):
+        ours_by_figure = {
+            "step_time_s": p["step_time_median_s"],
+            "projected_10k_steps_s": PROJECTION_STEPS * p["step_time_median_s"],
+            "tokens_per_s": p.get("tokens_per_s"),
+            "mfu": median_column(p, "mfu"),
+        }
+        for figure, theirs in reference.items():
+            if figure not in REFERENCE_FIGURES:
+                continue
+            name, _, fmt = REFERENCE_FIGURES[figure]
+            ours = ours_by_figure[figure]
+            show = (lambda v: seconds_and_duration(v)) if fmt is None else fmt.format
+            ratio = f"{ours / theirs:.2f}x" if is_positive(ours) else ""
+            rows.append([point_text(p), name, show(ours) if is_positive(ours) else "", show(theirs), ratio])
+    note = f" {reference['note']}" if reference.get("note") else ""
+    intro = f"**Reference: {reference['label']}.**{note} Ours are this sweep's medians over repeats."
+    columns = ["point", "figure", "ours", f"reference ({reference['label']})", "ours / reference"]
+    return intro + "\n\n" + (md_table(columns, rows) if rows else "No ok point to compare.")
+
+
+def median_column(point: dict, column: str) -> float | None:
+    values = [r[column] for r in point["_repeats"] if is_positive(r.get(column))]
+    return statistics.median(values) if values else None
 
 
 def knee_text(axis: str, fit: dict) -> str:

@@ -10,7 +10,7 @@ from sweep.results.fit import predict_segmented
 from sweep.results.rows import MAX_VALUE_TICKS, is_positive, log_if_wide, point_text
 
 
-def plot_study(png: Path, study, kind, x_axis, series, ok, fit, scaling) -> None:
+def plot_study(png: Path, study, kind, x_axis, series, ok, fit, scaling, reference: dict | None = None) -> None:
     # Figure + Agg canvas, never pyplot: no display, no global figure registry to leak across studies.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -42,6 +42,12 @@ def plot_study(png: Path, study, kind, x_axis, series, ok, fit, scaling) -> None
         log_if_wide(axs[1], xs, [r.get("tokens_per_s") for r in ok])
     if panels == 3:
         _speedup(axs[2], x_axis, scaling)
+    if reference and ok:
+        # the figure another report claimed for this setting: a labelled horizontal line
+        for ax, figure in ((axs[0], "step_time_s"), (axs[1], "tokens_per_s")):
+            if reference.get(figure):
+                ax.axhline(reference[figure], color="tab:red", ls="--", lw=1, label=f"reference: {reference['label']}")
+                ax.legend(fontsize=7)
     axs[0].set_ylabel("median step time over repeats (s), bars: 95% CI")
     axs[1].set_ylabel("tokens/s")
     fig.savefig(png, dpi=100)

@@ -51,6 +51,8 @@ def _arrow_column(key: str, value) -> pa.Array:
     """The registry's type (a None too gets it, so every file agrees); a column the registry lacks, or a value
     that does not fit its type, is kept with the type Arrow infers: a row is never lost over a type."""
     column = COLUMNS.get(key)
+    if column is not None and column.type == "json" and isinstance(value, (list, tuple)):
+        value = json.dumps(value)  # a JSON column holds text, whatever its JSON value (a list of frozen layers)
     if column is not None:
         try:
             return pa.array([value], type=ARROW_TYPES[column.type])
