@@ -1,5 +1,6 @@
 """Plans expand to exactly their studies' points; every problem is reported before anything runs."""
 
+import re
 import subprocess
 import sys
 import time
@@ -8,7 +9,7 @@ import pytest
 import yaml
 
 from sweep.plan import PlanError, available_plans, expand_plan, load_plan, read_plan_document
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TINY
 from tests.test_cores import make_sysfs
 from trainables.config import build_config
 
@@ -388,3 +389,52 @@ def test_a_study_may_start_from_a_changed_baseline():
         ("jit", "sdpa", "eigen"),
         ("eager", "manual", "openblas"),
     ]
+
+
+def test_listed_points_references_and_a_plan_that_records_what_it_cannot_run(tmp_path):
+    document = {
+        "name": "ablation",
+        "record_unsupported": True,
+        "baseline": TINY | {"dataset": "offline"},
+        "studies": [
+            {
+                "name": "all",
+                "points": [{}, {"optimizer": "lamb", "freeze_layers": 1}],
+                "reference": {"label": "a claim: 2-4x", "step_time_s": 1.5},
+            },
+            {"name": "sizes", "axis": "model", "values": ["small"]},
+            {"name": "too-many-cores", "axis": "cores", "values": [4096]},
+        ],
+    }
+    plan = expand_plan(document, "test")
+    points = [t.point for t in plan.trials if t.study == "all"]
+    assert points == [{}, {"optimizer": "lamb", "freeze_layers": 1}]
+    assert all(t.reference == {"label": "a claim: 2-4x", "step_time_s": 1.5} for t in plan.trials if t.study == "all")
+    # the preset sets the size, whatever the baseline's width and depth
+    (small,) = [t for t in plan.trials if t.study == "sizes"]
+    assert (small.config.width, small.config.depth, small.config.heads) == (768, 12, 12)
+    # record_unsupported: true in the plan: a point this machine cannot run is a row that says why, not an error
+    (many,) = [t for t in plan.trials if t.study == "too-many-cores"]
+    assert "4096" in many.unsupported
+
+
+@pytest.mark.parametrize(
+    "study, problem",
+    [
+        (
+            {"name": "r", "axis": "depth", "values": [2], "reference": {"step_time_s": 1}},
+            "must be a mapping with a 'label'",
+        ),
+        (
+            {"name": "r", "axis": "depth", "values": [2], "reference": {"label": "x", "speed": 1}},
+            "unknown figure 'speed'",
+        ),
+        ({"name": "r", "axis": "depth", "values": [2], "reference": {"label": "x"}}, "give at least one figure"),
+        ({"name": "p", "points": [{"widht": 3}]}, "key 'points': unknown key 'widht'"),
+        ({"name": "p", "points": [{}, {}]}, "key 'points': duplicate points"),
+        ({"name": "p", "points": [], "axis": "depth"}, "give one of 'axis' with 'values', 'axes', or 'points'"),
+    ],
+)
+def test_bad_points_and_references_are_named(study, problem):
+    with pytest.raises(PlanError, match=re.escape(problem)):
+        expand_plan({"name": "t", "baseline": TINY | {"dataset": "offline"}, "studies": [study]}, "test")

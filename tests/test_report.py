@@ -470,3 +470,19 @@ def test_noisy_rows_show_the_foreign_cpu_share_and_steal(tmp_path):
     assert line_with(phases, "| width: width=256 |").endswith("| 0.0% | 0.04 | 9.0% | noisy | 0.1 → 0.2 |")
     assert line_with(phases, "| width: width=512 |").endswith("|  |  | 2.0% |  |  |")
     assert line_with(phases, "| width: width=1024 |").endswith("| ? | ? | 20.0% | noisy | 0.1 → 0.2 |")
+
+
+def test_a_study_reference_is_shown_beside_our_figures(tmp_path):
+    """A plan's `reference` reaches every row of its study (column `reference`) and the report's section."""
+    import json
+
+    store = Store(tmp_path)
+    reference = {"label": "the report: 8-core i5-1240P", "step_time_s": 4.55, "projected_10k_steps_s": 45360}
+    for row in repeat_rows("report-80m", {"cores": 2}, [2.0, 2.2, 2.1], start=0):
+        store.append(row | {"reference": json.dumps(reference), "mfu": 0.5})
+    index = write_report(store, SWEEP)
+    text = section(index.read_text(), "## Study `report-80m`")
+    assert "**Reference: the report: 8-core i5-1240P.**" in text
+    assert "| cores=2 | step time (s) | 2.1 | 4.55 | 0.46x |" in text
+    assert "| cores=2 | 10,000 steps | 21000 s (5 h 50 m) | 45360 s (12 h 36 m) | 0.46x |" in text
+    assert (index.parent / "report-80m.png").stat().st_size > 0
