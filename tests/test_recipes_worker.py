@@ -23,6 +23,7 @@ CASES = {
     "lookahead": {"optimizer": "lookahead"},
     "freeze": {"freeze_layers": 1},
     "accum": {"grad_accum": 2},
+    "fused": {"fused_linear_act": True, "activation": "relu"},
     "preset": {"model": "small", "depth": 1, "measure_steps": 5},
 }
 
@@ -89,6 +90,13 @@ def test_frozen_layers_have_no_gradient_and_no_optimizer_state(rows):
     assert frozen["optimizer_state_mb"] < plain["optimizer_state_mb"]
 
 
+def test_fused_linear_act_rows_show_the_fused_kernel(rows):
+    kernel = rows["fused"]["fused_linear_act_kernel"]
+    assert "inner_product" in kernel and "attr-post-ops:eltwise_relu" in kernel
+    assert rows["fused"]["params"] == rows["q8"]["params"]  # the same weights, up's own
+    assert rows["q8"].get("fused_linear_act_kernel") is None
+
+
 def test_grad_accum_counts_every_micro_batch(rows):
     row = rows["accum"]
     tokens_per_step = TINY["batch_size"] * TINY["seq_len"] * 2
@@ -108,6 +116,7 @@ def test_a_preset_expands_and_keys_beside_it_win(rows):
         (["framework=jax", "optimizer=lamb"], "optimizer='lamb' cannot run with framework='jax'"),
         (["framework=numpy", "precision=q8"], "precision='q8' cannot run with framework='numpy'"),
         (["freeze_layers=2", "depth=2"], "freeze_layers=2 must be in [0, 1]"),
+        (["fused_linear_act=true", "precision=q8"], "the fused oneDNN kernel would bypass the fake-quantised Linear"),
     ],
 )
 def test_impossible_values_exit_with_the_reason(assignments, message):

@@ -371,6 +371,12 @@ RECORDED_COLUMNS = [
         "bytes of every tensor in the optimizer's state after the steps (Lookahead's slow weights included)",
         "MiB",
     ),
+    _recorded(
+        "fused_linear_act_kernel",
+        "str",
+        "fused_linear_act: the oneDNN primitive line of one fused up-projection + activation (ONEDNN_VERBOSE), "
+        "its post-op named (attr-post-ops:eltwise_relu / eltwise_gelu_erf / eltwise_swish)",
+    ),
     _recorded("frozen_layers", "json", "the transformer blocks that got no gradient (freeze_layers)"),
     _recorded("frozen_params", "int", "parameter elements without gradient"),
     _recorded("trainable_params", "int", "parameter elements the optimizer updates"),

@@ -342,6 +342,11 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     if cfg.heads % kv_heads:
         raise ConfigError(f"kv_heads={kv_heads} must divide heads={cfg.heads}")
 
+    if cfg.fused_linear_act and cfg.precision in ("q8", "q4", "bitnet"):
+        raise ConfigError(
+            f"fused_linear_act=True cannot run with precision={cfg.precision!r}: the fused oneDNN kernel would bypass "
+            "the fake-quantised Linear (use fp32, bf16 or mixed)"
+        )
     if cfg.precision == "q4":  # torchao's int4 weights come in groups of 32 along each Linear's input
         inputs = {"width": cfg.width, "heads × head_dim": cfg.heads * head_dim, "the MLP hidden": cfg.mlp_hidden}
         odd = [f"{name} {size}" for name, size in inputs.items() if size % 32]

@@ -116,6 +116,12 @@ def unsupported_reason(
         reason = control_unavailable_reason(setting, value, sysfs_root)
         if reason:
             return reason
+    if cfg.fused_linear_act:  # whether this node's oneDNN runs the fused kernel in the trial's dtype (imports torch)
+        from trainables.fused_linear_act import fused_unsupported_reason
+
+        reason = fused_unsupported_reason(cfg.activation, cfg.precision)
+        if reason:
+            return reason
     return isa_unsupported_reason(cfg.isa) if cfg.isa else None
 
 

@@ -94,9 +94,15 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[cfg.activation]()
         self.down = nn.Linear(cfg.mlp_hidden, cfg.width, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.up_act = None  # fused_linear_act: up and act as one oneDNN kernel over up's own weight
+        if cfg.fused_linear_act:
+            from trainables.fused_linear_act import FusedLinearAct
+
+            self.up_act = FusedLinearAct(self.up, cfg.activation)
 
     def forward(self, x):
-        return self.dropout(self.down(self.act(self.up(x))))
+        hidden = self.up_act(x) if self.up_act is not None else self.act(self.up(x))
+        return self.dropout(self.down(hidden))
 
 
 class Block(nn.Module):

@@ -12,6 +12,7 @@ import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s
 from hwctl.isa import bf16_native_reason
 from hwctl.microbench import matmul_library, matmul_peak_gflops
 from trainables.config import TrialConfig
+from trainables.fused_linear_act import fusion_evidence
 from trainables.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
 from trainables.quantization import QUANTIZED, apply_quantized_training
 from trainables.torch_model import GPT
@@ -102,6 +103,10 @@ class TorchTrainer(Trainer):
             "torch_version": torch.__version__,
             # measured after the steps: optimizer state exists from the first step on
             "optimizer_state_mb": optimizer_state_bytes(self.optimizer) / 2**20,
+            # the oneDNN primitive that ran one fused up-projection + activation, with its post-op (ONEDNN_VERBOSE)
+            "fused_linear_act_kernel": fusion_evidence(self.cfg.activation, self.compute_dtype)
+            if self.cfg.fused_linear_act
+            else None,
         } | self.recipe_facts
 
     @property
