@@ -30,6 +30,7 @@ from hwctl.telemetry import load_average
 from trainables.backends import framework_environment
 from trainables.columns import base_row, now_iso
 from trainables.config import TrialConfig
+from trainables.memory import available_memory_bytes, memory_unsupported_reason
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # BENCH_DATA_DIR moves the token and peak caches (the tests point it at a temporary folder: never the user's data/)
@@ -116,6 +117,9 @@ def unsupported_reason(
         reason = control_unavailable_reason(setting, value, sysfs_root)
         if reason:
             return reason
+    memory = memory_unsupported_reason(cfg, available_memory_bytes())  # a model too large to train here
+    if memory:
+        return memory
     if cfg.fused_linear_act:  # whether this node's oneDNN runs the fused kernel in the trial's dtype (imports torch)
         from trainables.fused_linear_act import fused_unsupported_reason
 
