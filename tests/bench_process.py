@@ -61,3 +61,15 @@ def kill_session(proc: subprocess.Popen) -> None:
     psutil.wait_procs(victims, timeout=10)
     if proc.poll() is None:
         proc.wait(timeout=10)
+
+
+def bench_trial(*assignments: str) -> subprocess.CompletedProcess:
+    """`bench.py trial ... --json` in the real worker, offline (no hub): its exit code, JSON row and stderr."""
+    return subprocess.run(
+        [sys.executable, "bench.py", "trial", *assignments, "--json"],
+        cwd=REPO_ROOT,
+        env=os.environ | {"HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

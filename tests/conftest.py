@@ -61,3 +61,15 @@ def simulated_cpu(request, monkeypatch) -> str:
 @pytest.fixture
 def tiny() -> dict:
     return dict(TINY)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """torch on one thread for the test: tiny models gain nothing from threads, and on a busy machine their
+    spin-waits cost seconds. Restores the count afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,13 +8,11 @@ pool in the worker follows the trial's one core, and each row says which matmul 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY
+from tests.bench_process import bench_trial
+from tests.conftest import TINY
 from trainables.columns import unknown_columns
 
 # full attention, GQA and a local block: one config that crosses the model axes the frameworks implement apart
@@ -22,15 +20,8 @@ PARITY = TINY | {"heads": 4, "kv_heads": 2, "activation": "silu", "mlp_ratio": 3
 FRAMEWORKS = ("torch", "jax", "numpy")
 
 
-def bench_trial(*assignments: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "bench.py", "trial", *assignments, "--json"],
-        cwd=REPO_ROOT,
-        env=os.environ | {"HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def trial_row(*assignments: str) -> dict:
+    done = bench_trial(*assignments)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -38,7 +29,7 @@ def bench_trial(*assignments: str) -> dict:
 @pytest.fixture(scope="module")
 def rows() -> dict[str, dict]:
     common = [f"{k}={v}" for k, v in (PARITY | {"cores": 1, "learning_rate": 0.01}).items()]
-    return {framework: bench_trial(f"framework={framework}", *common) for framework in FRAMEWORKS}
+    return {framework: trial_row(f"framework={framework}", *common) for framework in FRAMEWORKS}
 
 
 def test_every_framework_runs_in_the_real_worker_and_learns(rows):
@@ -79,6 +70,6 @@ def test_each_row_records_the_backend_that_ran(rows):
 
 
 def test_torch_onednn_routes_fp32_linears_to_onednn():
-    row = bench_trial("blas=onednn", *[f"{k}={v}" for k, v in (TINY | {"cores": 1}).items()])
+    row = trial_row("blas=onednn", *[f"{k}={v}" for k, v in (TINY | {"cores": 1}).items()])
     assert (row["status"], row["blas"], row["blas_used"]) == ("ok", "onednn", "onednn")
     assert row["matmul_library"].startswith("onednn (")  # the kernel oneDNN's verbose output named

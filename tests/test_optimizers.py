@@ -16,13 +16,7 @@ OPTIMIZERS = ("adamw", "sgd", "lamb", "lookahead")
 TINY_GPT = dict(depth=2, width=64, heads=4, seq_len=32, batch_size=4, vocab_size=512, dataset="offline")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # a 130k-parameter model gains nothing from threads, and on a busy machine their spin-waits cost seconds
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def config(**values):

@@ -25,13 +25,7 @@ LINEAR_WEIGHTS = ("qkv.weight", "proj.weight", "up.weight", "down.weight")
 LOGIT_DIFF = {"q8": (2e-3, 2e-2), "q4": (3e-2, 0.15), "bitnet": (0.2, 0.6)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models gain nothing from threads, and on a busy machine their spin-waits cost seconds
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def fp32_model(precision: str, **extra) -> GPT:

@@ -4,14 +4,12 @@ what was really built, read back from the objects; impossible combinations exit 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY
+from tests.bench_process import bench_trial
+from tests.conftest import TINY
 
 STEPS = {"warmup_steps": 1, "measure_steps": 20, "measure_seconds": 0, "cores": 1, "learning_rate": 0.01}
 CASES = {
@@ -28,21 +26,10 @@ CASES = {
 }
 
 
-def bench(*assignments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "bench.py", "trial", *assignments, "--json"],
-        cwd=REPO_ROOT,
-        env=os.environ | {"HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def trial_row(values: dict) -> dict:
     # keys given beside a preset override it: a preset case leaves out the tiny model's size
     base = {k: v for k, v in TINY.items() if k not in ("width", "heads", "depth")} if "model" in values else TINY
-    done = bench(*(f"{k}={v}" for k, v in (base | STEPS | values).items()))
+    done = bench_trial(*(f"{k}={v}" for k, v in (base | STEPS | values).items()))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -120,5 +107,5 @@ def test_a_preset_expands_and_keys_beside_it_win(rows):
     ],
 )
 def test_impossible_values_exit_with_the_reason(assignments, message):
-    done = bench(*assignments, "--dataset-offline")
+    done = bench_trial(*assignments, "--dataset-offline")
     assert done.returncode == 2 and message in done.stderr, done.stderr[-1000:]
