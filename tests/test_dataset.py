@@ -38,7 +38,7 @@ def test_token_cache_is_reused(tmp_path):
     assert meta["data_cache_hit"] is True and meta["dataset_source"] == FALLBACK_SOURCE
     assert np.array_equal(first, second)
     cached = json.loads((tmp_path / "tokens" / "offline-bpe512.json").read_text())
-    assert cached["dataset_tokens"] == first.size
+    assert cached["corpus_tokens"] == first.size
     assert not list((tmp_path / "tokens").glob("*.tmp"))  # atomic writes leave no temporaries
 
 

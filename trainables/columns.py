@@ -92,9 +92,24 @@ CONFIG_COLUMNS = [
     ),
     _config(
         "compile",
-        "torch: eager or inductor (`torch.compile`); jax: jit (`jax.jit` over the whole step) or eager (op by op); "
+        "torch: eager, inductor (`torch.compile`), inductor-max-autotune (mode='max-autotune'), aot_eager (graph "
+        "capture and AOTAutograd, no code generation); jax: jit (`jax.jit` over the whole step) or eager (op by op); "
         "numpy: eager; auto: eager, jit for jax",
     ),
+    _config(
+        "fusion",
+        "on, or off: the compiler's fusion passes turned off (Inductor settings, XLA's fusion passes disabled); "
+        "fused_kernels counts what fused",
+    ),
+    _config(
+        "jit_cache",
+        "cold (an empty compile cache) or warm (a cache primed by an earlier run of the same config in another "
+        "process); auto: cold for compiled trials, none for eager",
+    ),
+    _config("cxx", "the C++ compiler of Inductor's generated code (g++, clang++); auto: Inductor's ($CXX or g++)"),
+    _config("cxx_opt", "optimisation level of Inductor's generated code (O1, O2, O3); auto: Inductor's O3"),
+    _config("march", "-march of Inductor's generated code (native, x86-64, x86-64-v2..v4); auto: Inductor's native"),
+    _config("simdlen", "Inductor's vector width (0: scalar code, 256, 512); auto: the widest the CPU has", "bits"),
     _config(
         "optimizer",
         "adamw (torch fused AdamW), sgd (momentum 0.9), lamb, lookahead (Lookahead k=5 alpha=0.5 around AdamW); "
@@ -110,12 +125,24 @@ CONFIG_COLUMNS = [
     _config("learning_rate", "the optimizer's learning rate"),
     _config("seed", "seed of the initial weights and of batch sampling"),
     _config(
+        "dataset_tokens",
+        "tokens of training data the batches are drawn from (the first N of the corpus); auto: the whole corpus, "
+        "recorded as its size",
+        "tokens",
+    ),
+    _config(
         "dataset",
         "Hugging Face dataset name, a local .txt/.json/.jsonl/.parquet/.csv file, or offline (the Python docs); "
         "auto: ThomasTheMaker/Arc-Corpus-sample where the node can have it (hub or cache), else offline",
     ),
     _config("threads", "intra-op/OpenMP threads (= cores given to the trial); auto: all cores", summary="{}"),
     _config("interop_threads", "PyTorch inter-op threads"),
+    _config("omp_proc_bind", "OMP_PROC_BIND (false, true, close, spread); auto: close/spread from pinning"),
+    _config("omp_places", "OMP_PLACES (cores, threads, sockets); auto: one place per chosen CPU when pinned"),
+    _config("omp_wait", "OMP_WAIT_POLICY (active, passive); auto: the runtime's"),
+    _config("gomp_spincount", "GOMP_SPINCOUNT: libgomp's spins before a waiting thread sleeps; auto: the runtime's"),
+    _config("smt", "on an SMT node: threads on whole physical cores (cores) or on sibling pairs (siblings)"),
+    _config("numa", "memory binding (local, interleave, a node id) through numactl; auto: the kernel's local"),
     _config(
         "pinning",
         "none, compact (physical cores of one socket first, SMT siblings last), spread (round-robin over sockets)",
@@ -380,6 +407,28 @@ RECORDED_COLUMNS = [
     _recorded("frozen_layers", "json", "the transformer blocks that got no gradient (freeze_layers)"),
     _recorded("frozen_params", "int", "parameter elements without gradient"),
     _recorded("trainable_params", "int", "parameter elements the optimizer updates"),
+    # what the compiler keys did, read back (trainables/compile_setup.py)
+    _metric(
+        "fused_kernels",
+        "int",
+        "fused kernels in the generated code: Inductor's `cpp_fused_*` kernels, or XLA's fusion computations",
+    ),
+    _metric("generated_kernels", "int", "kernels in the generated code (Inductor) or computations (XLA), fused or not"),
+    _recorded("fusion_settings", "json", "the compiler settings fusion=off applied (Inductor config, XLA flags)"),
+    _recorded("jit_cache_dir", "str", "the compile cache the trial ran on (emptied for cold, primed for warm)"),
+    _recorded("jit_cache_hits", "int", "compile cache hits in the trial (Inductor FX graph cache; jax cache)"),
+    _recorded("jit_cache_misses", "int", "compile cache misses in the trial"),
+    _metric("jit_cache_prime_s", "float", "wall time of the run in another process that primed a warm cache", "s"),
+    _recorded("cxx_command", "str", "one compile command line Inductor ran on its generated C++ code, as run"),
+    _recorded("cxx_version", "str", "the C++ compiler's version line"),
+    _recorded("cxx_compiles", "int", "compiler invocations in the trial"),
+    _recorded("vec_isa", "str", "Inductor's vector ISA and width for its generated code (simdlen as applied)"),
+    # how the system keys landed, read back (trainables/launcher.py, hwctl/)
+    _recorded("omp_runtime", "json", "the OpenMP settings the runtime reports (OMP_DISPLAY_ENV), where it loaded"),
+    _recorded("numa_policy", "str", "the memory policy of the worker's heap, read from /proc/<pid>/numa_maps"),
+    _recorded("numa_pages", "json", "the worker's resident pages per NUMA node (numa_maps), near the trial's end"),
+    _recorded("physical_cores", "int", "distinct physical cores under the trial's CPUs (smt=siblings: half its CPUs)"),
+    _recorded("worker_nice", "int", "the worker's nice value while it ran (Ray starts its workers at 15)"),
     _recorded("python_version", "str", "Python version in the worker"),
     _recorded(
         "hw_settings_applied", "json", "cpufreq/boost files written for this trial and their values ({} when none)"
@@ -392,7 +441,8 @@ RECORDED_COLUMNS = [
     ),
     _recorded("dataset_documents", "int", "documents in the corpus"),
     _recorded("dataset_chars", "int", "characters in the corpus"),
-    _recorded("dataset_tokens", "int", "tokens in the corpus"),
+    _recorded("corpus_tokens", "int", "tokens in the whole tokenized corpus"),
+    _recorded("data_bytes", "int", "bytes of the token array the batches are drawn from", "B"),
     _recorded("tokenizer", "str", "the tokenizer trained on the corpus"),
     _recorded("tokenizer_path", "str", "where the tokenizer is cached"),
     _recorded("data_cache_hit", "bool", "the token cache in data/tokens/ was used"),

@@ -36,7 +36,17 @@ CHOICES = {
     "attention": ("full", "local", "sliding"),
     "attn_backend": ("manual", "sdpa"),
     "precision": ("fp32", "bf16", "mixed", "q8", "q4", "bitnet"),
-    "compile": ("eager", "inductor", "jit"),
+    # aot_eager: graph capture and AOTAutograd without Inductor's code generation (the no-fusion compiled baseline)
+    "compile": ("eager", "inductor", "inductor-max-autotune", "aot_eager", "jit"),
+    "fusion": ("on", "off"),
+    "jit_cache": ("cold", "warm"),
+    "cxx": ("g++", "clang++"),
+    "cxx_opt": ("O1", "O2", "O3"),
+    "march": ("native", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"),
+    "omp_proc_bind": ("false", "true", "close", "spread"),
+    "omp_places": ("cores", "threads", "sockets"),
+    "omp_wait": ("active", "passive"),
+    "smt": ("cores", "siblings"),
     "optimizer": ("adamw", "sgd", "lamb", "lookahead"),
     "model": tuple(MODEL_PRESETS),
     "blas": ("mkl", "onednn", "ynnpack", "eigen", "openblas"),
@@ -51,7 +61,7 @@ NOT_SUPPORTED_YET = {
 # registered through BENCH_TRAINERS has no entry and is held to CHOICES only.
 FRAMEWORK_SUPPORT = {
     "torch": {
-        "compile": ("eager", "inductor"),
+        "compile": ("eager", "inductor", "inductor-max-autotune", "aot_eager"),
         "attn_backend": ("sdpa", "manual"),
         # q8, q4, bitnet: quantisation-aware training with torchao (trainables/quantization.py)
         "precision": ("fp32", "bf16", "mixed", "q8", "q4", "bitnet"),
@@ -79,9 +89,31 @@ FRAMEWORK_SUPPORT = {
     },
 }
 # Keys only torch's trainer honours: another framework must leave them at these values.
-TORCH_ONLY = {"interop_threads": 1, "isa": None, "fused_linear_act": False, "freeze_layers": 0}
+TORCH_ONLY = {
+    "interop_threads": 1,
+    "isa": None,
+    "fused_linear_act": False,
+    "freeze_layers": 0,
+    # OpenMP is torch's thread pool (libgomp); XLA and OpenBLAS run their own
+    "omp_proc_bind": None,
+    "omp_places": None,
+    "omp_wait": None,
+    "gomp_spincount": None,
+}
+# compile values whose code Inductor generates: the only ones the C++ compiler keys change
+INDUCTOR_COMPILES = ("inductor", "inductor-max-autotune")
+# compile values with a compiler whose fusion passes `fusion=off` turns off
+FUSING_COMPILES = (*INDUCTOR_COMPILES, "jit")
+SIMDLENS = (0, 256, 512)
 # Keys added after configs were first stored: at these values they stay out of config_key, so every earlier key holds.
-KEY_DEFAULTS = {"optimizer": "adamw", "fused_linear_act": False, "freeze_layers": 0}
+KEY_DEFAULTS = {
+    "optimizer": "adamw",
+    "fused_linear_act": False,
+    "freeze_layers": 0,
+    "fusion": "on",
+    "jit_cache": "cold",
+    "smt": "cores",
+}
 # Knobs that change how a trial is run or kept, not what it measures: left out of config_key.
 NOT_IN_KEY = ("timeout_s", "memory_cap_mb", "save_model")
 
@@ -112,6 +144,12 @@ class TrialConfig:
     grad_accum: int = 1
     precision: str = "fp32"
     compile: str | None = None  # auto: eager (torch, numpy), jit (jax)
+    fusion: str = "on"  # off: the compiler's fusion passes turned off (compiled trials only)
+    jit_cache: str | None = None  # cold: an empty compile cache; warm: one primed by a run in another process
+    cxx: str | None = None  # Inductor's C++ compiler; auto: Inductor's (g++ or $CXX)
+    cxx_opt: str | None = None  # optimisation level of Inductor's generated code; auto: Inductor's O3
+    march: str | None = None  # -march of Inductor's generated code; auto: Inductor's native
+    simdlen: int | None = None  # Inductor's vector width in bits (0: scalar code); auto: the widest the CPU has
     optimizer: str = "adamw"  # lookahead: Lookahead (k=5, alpha=0.5) around AdamW
     fused_linear_act: bool = False  # the MLP's up-projection and activation as one fused kernel
     freeze_layers: int = 0  # the first N transformer blocks get no gradient and no optimizer state
@@ -121,12 +159,19 @@ class TrialConfig:
     # a Hugging Face dataset name, a local .txt/.json/.jsonl/.parquet/.csv file, or "offline";
     # auto: DEFAULT_DATASET where this node can have it (hub or cache), else "offline"
     dataset: str | None = None
+    dataset_tokens: int | None = None  # train on the first N tokens of the corpus; auto: all of it
     # system
     threads: int | None = None  # auto: `cores`
     interop_threads: int = 1
     pinning: str = "compact"
     allocator: str = "default"
     blas: str | None = None  # the matmul backend; auto: the framework's first in FRAMEWORK_SUPPORT (out of the key)
+    omp_proc_bind: str | None = None  # OMP_PROC_BIND; auto: close/spread from `pinning` (false when pinning=none)
+    omp_places: str | None = None  # OMP_PLACES; auto: one place per chosen CPU when pinned
+    omp_wait: str | None = None  # OMP_WAIT_POLICY; auto: the runtime's
+    gomp_spincount: int | None = None  # GOMP_SPINCOUNT (libgomp's spin before sleeping); auto: the runtime's
+    smt: str = "cores"  # with SMT: threads on whole physical cores, or on sibling pairs (siblings)
+    numa: str | None = None  # memory binding: local, interleave, or a node id; auto: the kernel's (local)
     # hardware (None: leave the machine as it is)
     cores: int | None = None  # auto: threads when pinned, every core the trial may use when pinning=none
     core_list: str | None = None  # explicit CPU ids, e.g. "0,2" or "0-3": overrides the pinning order
@@ -382,6 +427,10 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         raise ConfigError(f"unknown isa {cfg.isa!r} ({', '.join(ISA_CAPS)})")
     if cfg.memory_cap_mb is not None:
         _check_range("memory_cap_mb", cfg.memory_cap_mb, 64)
+    jit_cache = _check_compile_keys(cfg)
+    _check_system_keys(cfg)
+    if cfg.dataset_tokens is not None:  # a batch row is a window of seq_len + 1 tokens, at one of >= 1 offsets
+        _check_range("dataset_tokens", cfg.dataset_tokens, cfg.seq_len + 2)
 
     dataset = cfg.dataset
     if dataset is None:
@@ -403,4 +452,39 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         measure_steps=measure,
         measure_seconds=seconds,
         dataset=dataset,
+        jit_cache=jit_cache,
     )
+
+
+def _check_compile_keys(cfg: TrialConfig) -> str | None:
+    """The compiler keys against `compile`; returns jit_cache resolved (cold for a compiled trial, None for eager)."""
+    if cfg.fusion == "off" and cfg.compile not in FUSING_COMPILES:
+        raise ConfigError(
+            f"fusion='off' needs a compiler with fusion passes (compile {', '.join(FUSING_COMPILES)}); "
+            f"compile={cfg.compile!r} fuses nothing"
+        )
+    for key in ("cxx", "cxx_opt", "march", "simdlen"):
+        if getattr(cfg, key) is not None and cfg.compile not in INDUCTOR_COMPILES:
+            raise ConfigError(
+                f"{key}={getattr(cfg, key)!r} sets how Inductor builds its generated C++ code: it needs compile "
+                f"{' or '.join(INDUCTOR_COMPILES)}, not {cfg.compile!r}"
+            )
+    if cfg.simdlen is not None and cfg.simdlen not in SIMDLENS:
+        raise ConfigError(f"simdlen={cfg.simdlen} must be one of {', '.join(map(str, SIMDLENS))} (bits; 0: scalar)")
+    if cfg.compile == "eager":
+        if cfg.jit_cache is not None:
+            raise ConfigError(f"jit_cache={cfg.jit_cache!r} needs a compiled trial: compile='eager' caches nothing")
+        return None
+    return cfg.jit_cache or "cold"  # explicit: a compiled trial never runs on whatever cache the last run left
+
+
+def _check_system_keys(cfg: TrialConfig) -> None:
+    if cfg.gomp_spincount is not None:
+        _check_range("gomp_spincount", cfg.gomp_spincount, 0)
+    if cfg.smt == "siblings":
+        if cfg.core_list is not None:
+            raise ConfigError("smt='siblings' chooses the CPUs itself: leave core_list auto (core_list names them)")
+        if cfg.pinning == "none":
+            raise ConfigError("smt='siblings' places threads on sibling pairs: it needs pinning compact or spread")
+    if cfg.numa is not None and cfg.numa not in ("local", "interleave") and not cfg.numa.isdigit():
+        raise ConfigError(f"numa={cfg.numa!r}: give local, interleave or a NUMA node id (0, 1, ...)")

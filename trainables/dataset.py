@@ -176,7 +176,7 @@ def prepare_tokens(name: str, vocab_size: int, data_dir: Path) -> tuple[np.ndarr
         "dataset_source": source,
         "dataset_documents": len(texts),
         "dataset_chars": sum(len(t) for t in texts),
-        "dataset_tokens": int(tokens.size),
+        "corpus_tokens": int(tokens.size),
         "tokenizer": f"byte-level BPE (tokenizers), trained vocab {tokenizer.get_vocab_size()} of {vocab_size}",
         "tokenizer_path": str(cache / f"{stem}.tokenizer.json"),
         "data_build_s": time.perf_counter() - started,

@@ -87,7 +87,8 @@ def run(payload: dict) -> dict:
     import_s = time.time() - started
 
     data_dir = Path(payload["data_dir"])
-    (tokens, data_meta), data_s = _timed(prepare_tokens, cfg.dataset, cfg.vocab_size, data_dir)
+    (corpus, data_meta), data_s = _timed(prepare_tokens, cfg.dataset, cfg.vocab_size, data_dir)
+    tokens, data_meta = training_data(corpus, data_meta, cfg.dataset_tokens)
     (trainer, batches), build_s = _timed(build_trainer, trainer_class, cfg, tokens)
 
     first_step_at = time.time()
@@ -152,6 +153,23 @@ def load_framework(config: dict):
     trainer_class = load_trainer(cfg.framework)  # imports the framework: most of the worker's start-up
     trainer_class.configure_threads(cfg.threads, cfg.interop_threads)
     return cfg, trainer_class
+
+
+def training_data(corpus, data_meta: dict, dataset_tokens: int | None) -> tuple:
+    """The tokens the batches are drawn from (the first dataset_tokens of the corpus, or all of it) and the row's
+    description of them: dataset_tokens as used, the corpus size beside it, and their footprint."""
+    meta = {k: v for k, v in data_meta.items() if k != "dataset_tokens"}  # token caches from before the key
+    if dataset_tokens is not None and dataset_tokens > corpus.size:
+        raise ValueError(
+            f"dataset_tokens={dataset_tokens} exceeds the {corpus.size} tokens of dataset {meta.get('dataset')!r} "
+            "at this vocab_size"
+        )
+    tokens = corpus[:dataset_tokens] if dataset_tokens is not None else corpus
+    return tokens, meta | {
+        "corpus_tokens": int(corpus.size),
+        "dataset_tokens": int(tokens.size),
+        "data_bytes": int(tokens.nbytes),
+    }
 
 
 def build_trainer(trainer_class, cfg, tokens) -> tuple:
