@@ -2,8 +2,9 @@
 
 Ray and the OS count CPUs; pinning needs ids. `compact` fills one socket's physical cores first and
 takes SMT siblings only after every physical core is used; `spread` deals cores round-robin over
-the sockets (then physical cores before siblings, as compact). The sysfs root is a parameter so
-tests run on simulated trees.
+the sockets (then physical cores before siblings, as compact). `smt=siblings` instead takes whole
+SMT sibling pairs (4 threads: 2 physical cores x 2 siblings), the cores in the policy's order. The
+sysfs root is a parameter so tests run on simulated trees.
 """
 
 from __future__ import annotations
@@ -77,8 +78,43 @@ def order_cpus(cpus: list[Cpu], policy: str) -> list[int]:
     return [c.cpu for c in sorted(cpus, key=lambda c: (c.thread, c.package, c.core, c.cpu))]
 
 
-def select_cpus(count: int, policy: str, sysfs_root: Path = SYSFS_ROOT, allowed: set[int] | None = None) -> list[int]:
+def select_cpus(
+    count: int, policy: str, sysfs_root: Path = SYSFS_ROOT, allowed: set[int] | None = None, smt: str = "cores"
+) -> list[int]:
+    """`count` CPUs in the policy's order. smt=cores (sorted ids): physical cores first, siblings only after every
+    core is taken. smt=siblings: count/2 physical cores with two SMT siblings each, listed pair by pair so that
+    OpenMP places built in this order put neighbouring threads on one core."""
     cpus = read_topology(sysfs_root, allowed if allowed is not None else set(os.sched_getaffinity(0)))
+    if smt == "siblings":
+        return _sibling_pairs(count, policy, cpus, threads_per_core(read_topology(sysfs_root)))
     if count > len(cpus):
         raise ValueError(f"{count} cores asked for, {len(cpus)} available")
     return sorted(order_cpus(cpus, policy)[:count])
+
+
+def threads_per_core(cpus: list[Cpu]) -> int:
+    """Hardware threads per physical core (1: no SMT)."""
+    return 1 + max((c.thread for c in cpus), default=0)
+
+
+def _sibling_pairs(count: int, policy: str, cpus: list[Cpu], node_threads_per_core: int) -> list[int]:
+    if node_threads_per_core < 2:
+        raise ValueError(f"smt='siblings' needs SMT: this node has {node_threads_per_core} thread per core")
+    if count % 2:
+        raise ValueError(f"smt='siblings' puts threads on sibling pairs: it needs an even count of CPUs, not {count}")
+    cores: dict[tuple[int, int], list[Cpu]] = {}
+    for c in cpus:
+        cores.setdefault((c.package, c.core), []).append(c)
+    pairs = {members[0].cpu: members[:2] for members in cores.values() if len(members) >= 2}
+    if count // 2 > len(pairs):
+        raise ValueError(
+            f"smt='siblings': {count} CPUs need {count // 2} physical cores with two free siblings each; "
+            f"this trial's CPUs have {len(pairs)}"
+        )
+    leaders = [c for c in cpus if c.cpu in pairs]  # each core's first allowed thread: thread 0
+    return [sibling.cpu for leader in order_cpus(leaders, policy)[: count // 2] for sibling in pairs[leader]]
+
+
+def physical_cores(cpus, sysfs_root: Path = SYSFS_ROOT) -> int:
+    """Distinct physical cores (socket, core id) under a set of CPUs."""
+    return len({(c.package, c.core) for c in read_topology(sysfs_root, set(cpus))})

@@ -240,9 +240,13 @@ def _now() -> str:
 def measuring_conditions(torch_kernel: bool = True) -> str:
     """What the calling process measures under, besides the host's fingerprint and its thread count: for a torch
     kernel torch's CPU capability (a jax or numpy kernel does not import torch for it); XLA_FLAGS where set."""
-    # OMP_PLACES: once OpenMP starts, the main thread's own mask is only the first place
+    # OMP_PLACES: once OpenMP starts, the main thread's own mask is only the first place; an abstract one (cores,
+    # threads) names no CPUs, so the worker's mask as it started (BENCH_TRIAL_CPUS, set by trainables/worker.py) too
     places = os.environ.get("OMP_PLACES")
+    started_on = os.environ.get("BENCH_TRIAL_CPUS")
     cpus = f"places={places}" if places else f"cpus={format_cpu_list(sorted(os.sched_getaffinity(0)))}"
+    if places and started_on and not places.startswith("{"):
+        cpus += f"|cpus={started_on}"
     preload = os.environ.get("LD_PRELOAD", "")
     allocator = ",".join(Path(p).name for p in preload.replace(":", " ").split()) or "glibc"
     key = f"{cpus}|bind={os.environ.get('OMP_PROC_BIND', 'none')}|allocator={allocator}"
@@ -253,7 +257,8 @@ def measuring_conditions(torch_kernel: bool = True) -> str:
         routing = torch.backends.mkldnn.matmul.fp32_precision  # "bf16" sends fp32 matmuls to oneDNN (blas=onednn)
         if routing not in ("none", "ieee"):
             key += f"|mkldnn_fp32_precision={routing}"
-    variables = (*ISA_CAP_VARIABLES, "XLA_FLAGS")
+    # set only where a trial asks for them, so the keys of every earlier figure hold
+    variables = (*ISA_CAP_VARIABLES, "XLA_FLAGS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     return key + "".join(f"|{name}={os.environ[name]}" for name in variables if os.environ.get(name))
 
 

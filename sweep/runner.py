@@ -115,6 +115,8 @@ def new_sweep(
 ) -> SweepLedger:
     """Expand the plan on every selected node and write the manifest."""
     node_plans = probe_nodes(select_nodes(alive_nodes(), node_selection), document, source, str(DATA_DIR))
+    # the plan's own `record_unsupported: true` counts as the flag (each node's expansion honoured it already)
+    record_unsupported = record_unsupported or document.get("record_unsupported") is True
     problems = [] if record_unsupported else nowhere_runnable(node_plans)
     if problems:
         raise PlanError(source, problems)

@@ -41,7 +41,11 @@ from trainables.config import ConfigError, build_config, parse_assignments
         ),
         ({"framework": "jax", "precision": "mixed"}, "precision='mixed' cannot run with framework='jax'"),
         ({"framework": "numpy", "attn_backend": "sdpa"}, "attn_backend='sdpa' cannot run with framework='numpy'"),
-        ({"compile": "jit"}, "compile='jit' cannot run with framework='torch' (it supports compile eager, inductor)"),
+        (
+            {"compile": "jit"},
+            "compile='jit' cannot run with framework='torch' (it supports compile eager, inductor, "
+            "inductor-max-autotune, aot_eager)",
+        ),
         ({"blas": "openblas"}, "blas='openblas' cannot run with framework='torch' (it supports blas mkl, onednn)"),
         ({"framework": "jax", "interop_threads": 2}, "interop_threads=2 is applied only by framework='torch'"),
         ({"framework": "numpy", "isa": "avx2"}, "isa='avx2' is applied only by framework='torch'"),
@@ -55,6 +59,20 @@ from trainables.config import ConfigError, build_config, parse_assignments
         ({"pinning": "tight"}, "unknown pinning 'tight' (none, compact, spread)"),
         ({"depth": "auto"}, "depth: 'auto' is not allowed here"),
         ({"save_model": "maybe"}, "save_model='maybe' is not a valid bool"),
+        # the compiler and system keys of issue 15
+        ({"fusion": "off"}, "fusion='off' needs a compiler with fusion passes"),
+        ({"jit_cache": "warm"}, "jit_cache='warm' needs a compiled trial: compile='eager' caches nothing"),
+        ({"compile": "aot_eager", "jit_cache": "warm"}, "jit_cache='warm' cannot run with compile='aot_eager'"),
+        ({"cxx_opt": "O2"}, "cxx_opt='O2' sets how Inductor builds its generated C++ code: it needs compile"),
+        ({"compile": "inductor", "simdlen": 128}, "simdlen=128 must be one of 0, 256, 512"),
+        ({"compile": "inductor", "march": "armv8"}, "unknown march 'armv8'"),
+        ({"omp_wait": "spin"}, "unknown omp_wait 'spin' (active, passive)"),
+        ({"framework": "jax", "omp_proc_bind": "close"}, "omp_proc_bind='close' is applied only by framework='torch'"),
+        ({"gomp_spincount": -1}, "gomp_spincount=-1 must be >= 0"),
+        ({"smt": "siblings", "pinning": "none"}, "smt='siblings' places threads on sibling pairs: it needs pinning"),
+        ({"smt": "siblings", "core_list": "0,1"}, "smt='siblings' chooses the CPUs itself"),
+        ({"numa": "near"}, "numa='near': give local, interleave or a NUMA node id"),
+        ({"dataset_tokens": 100}, "dataset_tokens=100 must be >= 258"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message_naming_key_and_value(values, message):
@@ -135,3 +153,19 @@ def test_new_recipe_keys_at_their_defaults_keep_earlier_config_keys():
     explicit = build_config({"dataset": "offline", "optimizer": "adamw", "fused_linear_act": False, "freeze_layers": 0})
     assert base.config_key() == explicit.config_key() == "860472523e80f2bf"
     assert build_config({"dataset": "offline", "optimizer": "lamb"}).config_key() != base.config_key()
+
+
+def test_yaml_booleans_become_the_spelling_of_the_key():
+    """PyYAML reads on/off/false unquoted as booleans: fusion: off and omp_proc_bind: false still mean what they say."""
+    assert build_config({"compile": "inductor", "fusion": False}).fusion == "off"
+    assert build_config({"omp_proc_bind": False}).omp_proc_bind == "false"
+    assert build_config({"omp_proc_bind": True}).omp_proc_bind == "true"
+
+
+def test_a_compiled_trial_runs_on_an_explicit_cold_cache_that_keeps_old_keys():
+    compiled = build_config({"compile": "inductor"})
+    assert compiled.jit_cache == "cold" and build_config({}).jit_cache is None
+    # cold is the default: the config_key of every earlier compiled trial holds; warm is a new point
+    assert compiled.config_key() == build_config({"compile": "inductor", "jit_cache": "cold"}).config_key()
+    assert compiled.config_key() != build_config({"compile": "inductor", "jit_cache": "warm"}).config_key()
+    assert build_config({"dataset_tokens": 4096}).config_key() != build_config({}).config_key()

@@ -35,7 +35,16 @@ def test_shipped_plans_are_valid(simulated_cpu, tmp_path):
     assert len(load_plan("smoke", **here).trials) == 4
     quick = load_plan("quick", **here)
     studies = {t.study for t in quick.trials}
-    assert {"width", "seq_len", "batch_size", "attention", "precision", "compile", "cores", "allocator"} <= studies
+    assert {"width", "batch_size", "attention", "precision", "compile", "cores", "allocator"} <= studies
+    # issue 15's axes: a study each; on this node without SMT or a second NUMA node, what needs them is skipped
+    assert {"fusion", "jit_cache", "cxx_opt", "omp_proc_bind", "omp_wait", "numa", "dataset_tokens"} <= studies
+    assert "smt" in studies  # its {} point (whole cores); the siblings point is skipped with the reason
+    assert [t.point for t in quick.trials if t.study == "smt"] == [{}]
+    assert any(
+        "smt=siblings skipped: smt='siblings' needs SMT: this node has 1 thread per core" in s for s in quick.skipped
+    )
+    assert [t.point["numa"] for t in quick.trials if t.study == "numa"] == ["local"]
+    assert {t.config.compile for t in quick.trials if t.study in ("fusion", "jit_cache", "cxx_opt")} == {"inductor"}
     assert {"framework", "blas"} <= studies and "blas-jax" not in studies  # XLA's backends: the full plan's
     assert [t.config.framework for t in quick.trials if t.study == "framework"] == ["torch", "jax", "numpy"]
     frameworks = load_plan("frameworks", **here)
@@ -54,6 +63,10 @@ def test_shipped_plans_are_valid(simulated_cpu, tmp_path):
         )
     else:
         assert isa == ["avx2", "avx512"]
+    compilers = load_plan("compilers", **here)
+    march = [t.config.march for t in compilers.trials if t.study == "march"]
+    assert march == [None, "x86-64-v3", "x86-64"]  # both CPUs have AVX2: x86-64-v3 code runs on each
+    assert {t.config.framework for t in compilers.trials if t.study.startswith("jax-")} == {"jax"}
     full = load_plan("full", **here)
     assert max(t.config.depth for t in full.trials) == 32 and max(t.config.width for t in full.trials) == 2048
     # `repeats: 3` in the quick plan: the same trials, each to run three times

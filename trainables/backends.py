@@ -8,6 +8,8 @@ torch's backend is a setting inside the process (trainables/torch_trainable.py);
 
 from __future__ import annotations
 
+from trainables.compile_setup import XLA_FUSION_OFF_PASSES
+
 XLA_BACKEND_FLAGS = {
     # empty ynn fusion types: no YNNPACK fusions, dots go to XLA's Eigen runtime. jaxlib 0.10.2's default YNNPACK
     # fusions can give wrong numbers under jit (jax-ml/jax#39103), so this is jax's auto
@@ -30,5 +32,8 @@ def framework_environment(cfg) -> dict[str, str]:
     """Variables the worker of `cfg` needs before its framework starts; a user's own XLA_FLAGS come first."""
     if cfg.framework != "jax":
         return {}
+    flags = [xla_flags(cfg.blas)]
+    if cfg.fusion == "off":  # XLA's fusion passes by name (trainables/compile_setup.py)
+        flags.append(f"--xla_disable_hlo_passes={','.join(XLA_FUSION_OFF_PASSES)}")
     # cpu only: without it jax looks for accelerator plugins at start
-    return {"XLA_FLAGS": xla_flags(cfg.blas), "JAX_PLATFORMS": "cpu"}
+    return {"XLA_FLAGS": " ".join(filter(None, flags)), "JAX_PLATFORMS": "cpu"}

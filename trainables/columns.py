@@ -109,7 +109,12 @@ CONFIG_COLUMNS = [
     _config("cxx", "the C++ compiler of Inductor's generated code (g++, clang++); auto: Inductor's ($CXX or g++)"),
     _config("cxx_opt", "optimisation level of Inductor's generated code (O1, O2, O3); auto: Inductor's O3"),
     _config("march", "-march of Inductor's generated code (native, x86-64, x86-64-v2..v4); auto: Inductor's native"),
-    _config("simdlen", "Inductor's vector width (0: scalar code, 256, 512); auto: the widest the CPU has", "bits"),
+    _config(
+        "simdlen",
+        "Inductor's vector width (0: scalar code, 256, 512); auto: the widest the CPU has, capped by march "
+        "(x86-64, v2: 0; v3: 256)",
+        "bits",
+    ),
     _config(
         "optimizer",
         "adamw (torch fused AdamW), sgd (momentum 0.9), lamb, lookahead (Lookahead k=5 alpha=0.5 around AdamW); "
@@ -411,9 +416,15 @@ RECORDED_COLUMNS = [
     _metric(
         "fused_kernels",
         "int",
-        "fused kernels in the generated code: Inductor's `cpp_fused_*` kernels, or XLA's fusion computations",
+        "generated kernels that compute more than one op of the graph: Inductor's, counted after its scheduler's "
+        "fusion; XLA's fusions whose body holds more than one instruction",
     ),
-    _metric("generated_kernels", "int", "kernels in the generated code (Inductor) or computations (XLA), fused or not"),
+    _metric(
+        "generated_kernels",
+        "int",
+        "kernels the compiler generated, fused or not: Inductor's scheduled kernels (library calls and views not "
+        "counted); XLA's instructions that run code outside fusion bodies",
+    ),
     _recorded("fusion_settings", "json", "the compiler settings fusion=off applied (Inductor config, XLA flags)"),
     _recorded("jit_cache_dir", "str", "the compile cache the trial ran on (emptied for cold, primed for warm)"),
     _recorded("jit_cache_hits", "int", "compile cache hits in the trial (Inductor FX graph cache; jax cache)"),
@@ -421,14 +432,18 @@ RECORDED_COLUMNS = [
     _metric("jit_cache_prime_s", "float", "wall time of the run in another process that primed a warm cache", "s"),
     _recorded("cxx_command", "str", "one compile command line Inductor ran on its generated C++ code, as run"),
     _recorded("cxx_version", "str", "the C++ compiler's version line"),
-    _recorded("cxx_compiles", "int", "compiler invocations in the trial"),
+    _recorded("cxx_compiles", "int", "compiler runs that built something (-o) in the trial, not version probes"),
     _recorded("vec_isa", "str", "Inductor's vector ISA and width for its generated code (simdlen as applied)"),
     # how the system keys landed, read back (trainables/launcher.py, hwctl/)
     _recorded("omp_runtime", "json", "the OpenMP settings the runtime reports (OMP_DISPLAY_ENV), where it loaded"),
-    _recorded("numa_policy", "str", "the memory policy of the worker's heap, read from /proc/<pid>/numa_maps"),
+    _recorded(
+        "numa_policy", "str", "the memory policy of the worker's heap, read from /proc/<pid>/numa_maps", summary="{}"
+    ),
     _recorded("numa_pages", "json", "the worker's resident pages per NUMA node (numa_maps), near the trial's end"),
     _recorded("physical_cores", "int", "distinct physical cores under the trial's CPUs (smt=siblings: half its CPUs)"),
-    _recorded("worker_nice", "int", "the worker's nice value while it ran (Ray starts its workers at 15)"),
+    _recorded(
+        "worker_nice", "int", "the worker's nice value while it ran (Ray starts its workers at 15)", summary="{}"
+    ),
     _recorded("python_version", "str", "Python version in the worker"),
     _recorded(
         "hw_settings_applied", "json", "cpufreq/boost files written for this trial and their values ({} when none)"
@@ -510,6 +525,8 @@ SUMMARY_ORDER = (
     "threads",
     "affinity",
     "thread_pools",
+    "worker_nice",
+    "numa_policy",
     "blas_used",
     "step_time_median_s",
     "step_time_cv",

@@ -267,6 +267,9 @@ def _coerce(key: str, raw):
             if isinstance(raw, bool):
                 raise ValueError
             return float(raw)
+        if isinstance(raw, bool):  # YAML 1.1 reads on/off and false/true unquoted as booleans
+            spelled = {True: "on", False: "off"} if "on" in CHOICES.get(key, ()) else {True: "true", False: "false"}
+            return spelled[raw]
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}={raw!r} is not a valid {kind}") from None
@@ -475,6 +478,11 @@ def _check_compile_keys(cfg: TrialConfig) -> str | None:
         if cfg.jit_cache is not None:
             raise ConfigError(f"jit_cache={cfg.jit_cache!r} needs a compiled trial: compile='eager' caches nothing")
         return None
+    if cfg.jit_cache == "warm" and cfg.compile == "aot_eager":
+        raise ConfigError(
+            "jit_cache='warm' cannot run with compile='aot_eager': torch 2.13 keeps no compiled graph of aot_eager "
+            "between processes (AOTAutograd caches only Inductor's), so there is no cache to warm"
+        )
     return cfg.jit_cache or "cold"  # explicit: a compiled trial never runs on whatever cache the last run left
 
 

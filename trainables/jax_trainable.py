@@ -31,6 +31,7 @@ from jax import lax
 
 from hwctl.isa import bf16_native_reason
 from hwctl.microbench import MATMUL_REPEATS, MATMUL_SECONDS_PER_SIZE, MATMUL_SIZES, cached_peak
+from trainables.compile_setup import XLA_FUSION_OFF_PASSES, xla_kernel_counts
 from trainables.config import ConfigError, TrialConfig
 from trainables.jax_model import gpt_loss
 from trainables.trainer import Trainer
@@ -44,6 +45,18 @@ HLO_MARKERS = {"ynnpack": "__ynn_fusion", "onednn": "__onednn_fusion", "eigen": 
 DOTS_FROM_STEP_HLO = "optimized HLO of the compiled train step"
 DOTS_FROM_EAGER = "each dot_general of the step's jaxpr compiled alone, as eager dispatch compiles it"
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+# jax's persistent compilation cache, as jax.monitoring events: every compile that may use the cache is a request,
+# one that finds its executable there a hit (jax/_src/compiler.py compile_or_get_cached)
+CACHE_REQUEST, CACHE_HIT = "/jax/compilation_cache/compile_requests_use_cache", "/jax/compilation_cache/cache_hits"
+CACHE_EVENTS: Counter = Counter()
+
+
+def _count_cache_event(event: str, **_) -> None:
+    if event in (CACHE_REQUEST, CACHE_HIT):
+        CACHE_EVENTS[event] += 1
+
+
+jax.monitoring.register_event_listener(_count_cache_event)
 
 
 def xla_pool_threads() -> int:
@@ -105,6 +118,7 @@ class JaxTrainer(Trainer):
         self.key = jax.random.key(cfg.seed) if cfg.dropout > 0 else None
         self.compiled_step = None  # compile=jit: the executable the first step() compiles and every step runs
         self.dots = None  # facts(): {backend: number of dots}, read back once
+        self.step_cache_events: Counter = Counter()  # the persistent cache's requests and hits of the step's compile
         jax.block_until_ready((self.weights, self.opt_state))
 
     # ---- the training step ----------------------------------------------------------------------------------------
@@ -150,7 +164,9 @@ class JaxTrainer(Trainer):
     def compile_step(self, micro_batches) -> None:
         # weights and optimizer state are donated: the update writes into their buffers instead of new ones
         jitted = jax.jit(self.train_step, donate_argnums=(0, 1))
+        before = Counter(CACHE_EVENTS)
         self.compiled_step = jitted.lower(self.weights, self.opt_state, self.key, micro_batches).compile()
+        self.step_cache_events = CACHE_EVENTS - before
 
     def step(self, micro_batches):
         if self.cfg.compile == "jit":
@@ -211,6 +227,21 @@ class JaxTrainer(Trainer):
             "xla_dots": dict(dots),
             "xla_dots_source": DOTS_FROM_STEP_HLO if self.cfg.compile == "jit" else DOTS_FROM_EAGER,
             "thread_pools": {"xla_eigen": pool},
+        } | self.compile_facts()
+
+    def compile_facts(self) -> dict:
+        """What the compiler keys did (compile=jit; {} for eager): the fusions of the step's optimized HLO, and the
+        persistent cache the step's compile found its executable in (a hit) or not (a miss), with where it is."""
+        if self.cfg.compile != "jit":
+            return {}
+        requests, hits = self.step_cache_events[CACHE_REQUEST], self.step_cache_events[CACHE_HIT]
+        return xla_kernel_counts(self.compiled_step.as_text()) | {
+            "jit_cache_dir": jax.config.jax_compilation_cache_dir,
+            "jit_cache_hits": hits,
+            "jit_cache_misses": requests - hits,
+            "fusion_settings": {"xla_disable_hlo_passes": list(XLA_FUSION_OFF_PASSES)}
+            if self.cfg.fusion == "off"
+            else None,
         }
 
     def read_back_dots(self) -> dict[str, int]:

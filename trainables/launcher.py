@@ -23,12 +23,15 @@ import psutil
 
 from hwctl.allocator import find_allocator, missing_reason
 from hwctl.control import ControlUnavailable, control_unavailable_reason
-from hwctl.cores import SYSFS_ROOT, format_cpu_list, parse_cpu_list, select_cpus
+from hwctl.cores import SYSFS_ROOT, format_cpu_list, parse_cpu_list, physical_cores, select_cpus
 from hwctl.isa import isa_environment, isa_unsupported_reason
 from hwctl.journal import DEFAULT_JOURNAL, HardwareSettings
+from hwctl.numa import numa_command, numa_unsupported_reason
+from hwctl.openmp import openmp_environment, parse_display_env, strip_display_env
 from hwctl.telemetry import load_average
 from trainables.backends import framework_environment
 from trainables.columns import base_row, now_iso
+from trainables.compile_setup import compile_environment, compile_unsupported_reason
 from trainables.config import TrialConfig
 from trainables.memory import available_memory_bytes, memory_unsupported_reason
 
@@ -53,6 +56,8 @@ RECORDED_PREFIXES = (
     "LD_PRELOAD",
     "XLA_",
     "JAX_",
+    "CXX",  # Inductor's compiler (trainables/cxx_shim.py), with BENCH_CXX_REAL the compiler it runs
+    "BENCH_CXX",
     "BENCH_TRAINERS",  # a framework registered from outside (trainables/trainer.py): which module ran it
     "BENCH_CPUINFO",  # a simulated CPU (tests): the row says its ISA flags were not read from /proc/cpuinfo
 )
@@ -90,7 +95,11 @@ def resolve_resources(
             count, asked = available, ""  # unpinned: the OS may use any core the trial has
         if count > available:
             raise Unsupported(f"{asked} exceeds the {available} cores available to this trial")
-        chosen = select_cpus(count, "compact" if cfg.pinning == "none" else cfg.pinning, sysfs_root, allowed_cpus)
+        policy = "compact" if cfg.pinning == "none" else cfg.pinning
+        try:
+            chosen = select_cpus(count, policy, sysfs_root, allowed_cpus, cfg.smt)
+        except ValueError as exc:  # smt=siblings on a node without SMT, an odd count, too few sibling pairs
+            raise Unsupported(str(exc)) from None
     threads = cfg.threads if cfg.threads is not None else len(chosen)
     if threads > available:
         raise Unsupported(f"threads={threads} exceeds the {available} cores available to this trial")
@@ -111,6 +120,9 @@ def unsupported_reason(
         resolve_resources(cfg, allowed, sysfs_root)
     except (Unsupported, ValueError) as exc:
         return str(exc)
+    numa = numa_unsupported_reason(cfg.numa, sysfs_root)
+    if numa:
+        return numa
     if cfg.allocator != "default" and find_allocator(cfg.allocator) is None:
         return missing_reason(cfg.allocator)
     for setting, value in hardware_settings(cfg).items():
@@ -126,6 +138,9 @@ def unsupported_reason(
         reason = fused_unsupported_reason(cfg.activation, cfg.precision)
         if reason:
             return reason
+    compiler = compile_unsupported_reason(cfg)  # a C++ compiler, -march or vector width this node lacks
+    if compiler:
+        return compiler
     return isa_unsupported_reason(cfg.isa) if cfg.isa else None
 
 
@@ -137,10 +152,11 @@ def build_worker_env(cfg: TrialConfig, threads: int, cpus: list[int] | None, bas
     for name, value in framework_environment(cfg).items():
         # a user's own XLA_FLAGS stay, before the trial's: XLA takes the last of a repeated flag
         env[name] = " ".join(filter(None, [base_env.get(name) if name == "XLA_FLAGS" else None, value]))
-    if cpus is not None and cfg.pinning != "none":
-        # one OpenMP place per chosen core, threads bound to them in order
-        env["OMP_PLACES"] = ",".join(f"{{{c}}}" for c in cpus)
-        env["OMP_PROC_BIND"] = "spread" if cfg.pinning == "spread" else "close"
+    env.update(
+        openmp_environment(cpus, cfg.pinning, cfg.omp_proc_bind, cfg.omp_places, cfg.omp_wait, cfg.gomp_spincount)
+    )
+    if cfg.framework == "torch":  # libgomp prints what it runs with as it loads: the row's omp_runtime
+        env["OMP_DISPLAY_ENV"] = "verbose"  # true leaves out GOMP_SPINCOUNT
     if cfg.allocator != "default":
         env["LD_PRELOAD"] = find_allocator(cfg.allocator)  # present: unsupported_reason checked it
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), base_env.get("PYTHONPATH")]))
@@ -176,31 +192,64 @@ def run_trial(
     row |= {
         "threads": threads,
         "affinity": format_cpu_list(cpus) if cpus is not None else None,
+        "physical_cores": physical_cores(cpus if cpus is not None else allowed, sysfs_root),
         "memory_cap_mb": memory_cap_mb,
-        "env": json.dumps(recorded_env(env)),
     }
+    payload = worker_payload(cfg, threads, cpus, data_dir=data_dir, output_dir=output_dir, sysfs_root=sysfs_root)
+    command = [*numa_command(cfg.numa), sys.executable, *worker_argv]  # numactl execs the worker
+    limits = (cfg.timeout_s, memory_cap_mb, poll_s)
     try:
-        with HardwareSettings(sysfs_root, journal_path) as hardware:
+        with HardwareSettings(sysfs_root, journal_path) as hardware, _jit_cache_folder(cfg) as cache_dir:
             row["hw_settings_applied"] = json.dumps(hardware.apply(**hardware_settings(cfg)))
+            if cfg.jit_cache == "warm":  # an earlier run of the same config, in another process, fills the cache
+                primed = _prime_jit_cache(cfg, payload, command, env, limits, cache_dir)
+                row["jit_cache_prime_s"] = primed["wall_s"]
+                if primed["error"]:
+                    return row | {"status": "failed", "error": primed["error"], "finished_at": now_iso()}
+            if cache_dir is not None:
+                env = env | compile_environment(cfg, cache_dir)
+            row["env"] = json.dumps(recorded_env(env))
             row["loadavg_before"] = load_average()
-            payload = worker_payload(
-                cfg, threads, cpus, data_dir=data_dir, output_dir=output_dir, sysfs_root=sysfs_root
-            )
-            outcome, worker_result, tail = _spawn_worker(
-                payload, [sys.executable, *worker_argv], env, (cfg.timeout_s, memory_cap_mb, poll_s)
-            )
+            outcome, worker_result, stderr = _spawn_worker(payload, command, env, limits)
             row["loadavg_after"] = load_average()
     except ControlUnavailable as exc:
         return row | {"status": "unsupported", "error": str(exc), "finished_at": now_iso()}
-    row |= worker_result
+    row |= worker_result | {"omp_runtime": parse_display_env(stderr)}
     row |= {"exit_code": outcome["exit_code"], "finished_at": now_iso(), "wall_s": outcome["wall_s"]}
     if outcome["reason"] is not None:  # killed by us: that reason wins over anything the worker wrote
         row |= {"status": outcome["status"], "error": outcome["reason"]}
     elif not worker_result:
         row |= {"status": "failed", "error": f"worker {describe_exit(outcome['exit_code'])}"}
+    tail = strip_display_env(stderr)[-STDERR_TAIL_CHARS:]
     if row["status"] != "ok" and tail.strip():
         row["stderr_tail"] = tail
     return row
+
+
+@contextlib.contextmanager
+def _jit_cache_folder(cfg: TrialConfig):
+    """A compiled trial's compile cache: a fresh, empty folder of its own, removed after it (None for eager)."""
+    if cfg.jit_cache is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-jit-") as folder:
+        yield Path(folder)
+
+
+def _prime_jit_cache(cfg: TrialConfig, payload: dict, command, env: dict, limits, cache_dir: Path) -> dict:
+    """jit_cache=warm: the same config, run once in another worker process on the trial's cache folder so that the
+    measured worker finds its compiled code there. Its steps are not measured: one step compiles what the trial runs.
+    {wall_s, error (None when it primed)}."""
+    quick = {"warmup_steps": 0, "measure_steps": 1, "measure_seconds": 0.0, "save_model": False}
+    primer = payload | {"config": payload["config"] | quick}
+    outcome, result, stderr = _spawn_worker(primer, command, env | compile_environment(cfg, cache_dir), limits)
+    error = outcome["reason"] or (None if result.get("status") == "ok" else result.get("error"))
+    if error is None and not result:
+        error = f"worker {describe_exit(outcome['exit_code'])}"
+    return {
+        "wall_s": outcome["wall_s"],
+        "error": f"jit_cache=warm: the run that primed the cache failed: {error}" if error else None,
+    }
 
 
 def worker_payload(
@@ -220,7 +269,7 @@ def worker_payload(
 
 
 def _spawn_worker(payload: dict, command: list[str], env: dict, limits: tuple[float, int, float]):
-    """Run the worker on the payload; (outcome, its result or {}, the tail of its stderr). limits: (timeout_s,
+    """Run the worker on the payload; (outcome, its result or {}, its stdout and stderr). limits: (timeout_s,
     memory_cap_mb, poll_s)."""
     with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp:
         payload_path, result_path = Path(tmp) / "payload.json", Path(tmp) / "result.json"
@@ -228,9 +277,9 @@ def _spawn_worker(payload: dict, command: list[str], env: dict, limits: tuple[fl
         stderr_path = Path(tmp) / "stderr.txt"
         with open(stderr_path, "wb") as stderr:
             outcome = _watch([*command, str(payload_path), str(result_path)], env, stderr, *limits, payload["cpus"])
-        tail = stderr_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
+        stderr_text = stderr_path.read_text(errors="replace")
         worker_result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    return outcome, worker_result, tail
+    return outcome, worker_result, stderr_text
 
 
 def describe_exit(code: int) -> str:
@@ -274,6 +323,11 @@ def _watch(argv, env, stderr, timeout_s, memory_cap_mb, poll_s, trial_cpus) -> d
     popen = subprocess.Popen(
         argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True
     )
+    # Ray starts trial actors at nice 15 and the worker inherits it; lowered here, while the worker is still starting
+    # its interpreter (one thread: setpriority is per thread, and the threads OpenMP starts later inherit it). Without
+    # the privilege to lower it, the row's worker_nice shows what the worker ran at.
+    with contextlib.suppress(PermissionError, ProcessLookupError):
+        os.setpriority(os.PRIO_PROCESS, popen.pid, 0)
     proc = psutil.Process(popen.pid)
     # one poll(2) per check; Popen.wait(timeout) would wake every 50 ms (CPython's sleep loop)
     exited = os.pidfd_open(popen.pid)

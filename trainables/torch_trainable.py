@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s): the worker counts it as import time
+import torch._inductor.custom_graph_pass  # loaded by torch._dynamo already
 
 from hwctl.isa import bf16_native_reason
 from hwctl.microbench import matmul_library, matmul_peak_gflops
-from trainables.config import TrialConfig
+from trainables.compile_setup import INDUCTOR_FUSION_OFF, inductor_compiler
+from trainables.config import INDUCTOR_COMPILES, TrialConfig
+from trainables.cxx_shim import LOG_DIR_VARIABLE, REAL_CXX_VARIABLE, compile_commands, kernel_command, logged_commands
 from trainables.fused_linear_act import fusion_evidence
 from trainables.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
 from trainables.quantization import QUANTIZED, apply_quantized_training
@@ -65,7 +71,8 @@ class TorchTrainer(Trainer):
         # adamw is torch's fused AdamW (one kernel over all parameters), as ADAMW in every framework
         self.optimizer, optimizer_facts = build_optimizer(cfg, model)
         self.recipe_facts |= optimizer_facts
-        self.forward_fn = torch.compile(model) if cfg.compile == "inductor" else model
+        self.inductor_options = inductor_options(cfg) if cfg.compile in INDUCTOR_COMPILES else None
+        self.forward_fn = compile_model(model, cfg, self.inductor_options)
         if cfg.precision == "mixed":
             self.autocast = lambda: torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         else:
@@ -94,7 +101,7 @@ class TorchTrainer(Trainer):
         return float(loss)
 
     def facts(self) -> dict:
-        return {
+        facts = {
             "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(),
             "blas_build": _blas_info(),
@@ -107,7 +114,34 @@ class TorchTrainer(Trainer):
             "fused_linear_act_kernel": fusion_evidence(self.cfg.activation, self.compute_dtype)
             if self.cfg.fused_linear_act
             else None,
-        } | self.recipe_facts
+        }
+        return facts | self.recipe_facts | self.compile_facts()
+
+    def compile_facts(self) -> dict:
+        """What the compiler keys did, read back after the timed region (compiled trials; {} for eager)."""
+        if self.cfg.compile == "eager":
+            return {}
+        from torch._dynamo.utils import counters
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        facts = {
+            "jit_cache_dir": cache_dir(),
+            "fusion_settings": dict(INDUCTOR_FUSION_OFF) if self.cfg.fusion == "off" else None,
+        }
+        if self.inductor_options is None:
+            # aot_eager generates no code, and keeps nothing between processes: AOTAutograd's cache takes only graphs
+            # compiled by a serializable compiler (Inductor's; torch/_functorch/aot_autograd.py), so cold is warm
+            return facts | {
+                "fused_kernels": 0,
+                "generated_kernels": 0,
+                "jit_cache_hits": None,
+                "jit_cache_misses": None,
+            }
+        facts |= {  # Inductor's compiled graphs, looked up in its FX graph cache (behind AOTAutograd's)
+            "jit_cache_hits": counters["inductor"]["fxgraph_cache_hit"],
+            "jit_cache_misses": counters["inductor"]["fxgraph_cache_miss"],
+        }
+        return facts | inductor_kernel_counts() | cxx_facts(self.cfg) | {"vec_isa": vec_isa(self.inductor_options)}
 
     @property
     def compute_dtype(self) -> str:
@@ -161,6 +195,113 @@ class TorchTrainer(Trainer):
     def state_dict(self) -> dict[str, torch.Tensor]:
         # lm_head shares wte's weight; safetensors refuses shared storage, so keep one copy
         return {k: v.detach().contiguous() for k, v in self.model.state_dict().items() if k != "lm_head.weight"}
+
+
+# ---- the compile keys: how the model is compiled, and what Inductor did --------------------------------------------
+class RealizeEachOp(torch._inductor.custom_graph_pass.CustomGraphPass):
+    """fusion=off's post-grad pass: every op's result becomes a buffer of its own when Inductor lowers the graph (the
+    `inductor_realize_to_strides` mark GraphLowering.run_node honours), so no pointwise op is inlined into the loop
+    of its consumer. Views stay views. The outputs of a multi-output op (var_mean) are `getitem` nodes: marked too,
+    or var_mean's division by N would be inlined into the `add` of epsilon that reads it."""
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        for node in graph.nodes:
+            if node.op != "call_function" or getattr(node.target, "is_view", False):
+                continue
+            if isinstance(node.meta.get("val"), torch.Tensor):
+                node.meta["inductor_realize_to_strides"] = True
+
+    def uuid(self) -> bytes:  # part of the FX graph cache key: a changed pass is a cache miss
+        return torch._inductor.custom_graph_pass.get_hash_for_files((__file__,))
+
+
+KERNELS, FUSED_KERNELS = "bench_kernels", "bench_fused_kernels"  # counters["inductor"] keys of CountFusedKernels
+
+
+class CountFusedKernels(torch._inductor.custom_graph_pass.CustomSchedulerPass):
+    """Run by Inductor's scheduler right after fusion (config._post_fusion_custom_pass), it changes nothing and counts
+    the kernels to be generated (one per node left after fusion; library calls and views are none) and those that compute more
+    than one op of the graph (views, which compute nothing, left out).
+    It counts into counters["inductor"]: Inductor saves a compiled graph's counter increments with it in the FX graph
+    cache and replays them on a hit (codecache.py: "useful for testing with the cache enabled"), so a trial on a
+    warm cache reads the counts of the code it loaded."""
+
+    def __call__(self, nodes: list) -> list:
+        from torch._dynamo.utils import counters
+        from torch._inductor.scheduler import ExternKernelSchedulerNode, NopKernelSchedulerNode
+
+        for node in nodes:
+            if isinstance(node, (ExternKernelSchedulerNode, NopKernelSchedulerNode)):
+                continue  # a library call (mm, attention) or a view: no generated kernel
+            ops = {
+                origin
+                for part in node.get_nodes()
+                for origin in part.node.get_origins()
+                if origin.op == "call_function" and not getattr(origin.target, "is_view", False)
+            }
+            counters["inductor"][KERNELS] += 1
+            counters["inductor"][FUSED_KERNELS] += len(ops) > 1
+        return nodes
+
+    def uuid(self) -> bytes:
+        return torch._inductor.custom_graph_pass.get_hash_for_files((__file__,))
+
+
+# Inductor adds its vector ISA's flags (-mavx512f ...) whatever -march says: a generic target's code stays generic only
+# with the vector width capped to what the level has (simdlen auto under march; vec_isa records it)
+MARCH_SIMDLEN = {"x86-64": 0, "x86-64-v2": 0, "x86-64-v3": 256}
+
+
+def inductor_options(cfg: TrialConfig) -> dict:
+    """torch.compile's Inductor options for `cfg`: the mode's (max-autotune), simdlen, fusion=off's settings."""
+    mode = "max-autotune" if cfg.compile == "inductor-max-autotune" else "default"
+    options = dict(torch._inductor.list_mode_options(mode)) | {"_post_fusion_custom_pass": CountFusedKernels()}
+    simdlen = cfg.simdlen if cfg.simdlen is not None else MARCH_SIMDLEN.get(cfg.march)
+    if simdlen is not None:
+        options["cpp.simdlen"] = simdlen
+    if cfg.fusion == "off":
+        options |= {key: value for key, value in INDUCTOR_FUSION_OFF.items() if key != "realize_each_op"}
+        options["post_grad_custom_post_pass"] = RealizeEachOp()
+    return options
+
+
+def compile_model(model: torch.nn.Module, cfg: TrialConfig, options: dict | None):
+    """The model as the trial runs it: eager, AOTAutograd's graphs run by ATen (aot_eager), or Inductor's code."""
+    if cfg.compile == "aot_eager":
+        return torch.compile(model, backend="aot_eager")
+    if cfg.compile in INDUCTOR_COMPILES:
+        # mode and options exclude each other in torch.compile: the mode's options are in `options`
+        return torch.compile(model, options=options)
+    return model
+
+
+def inductor_kernel_counts() -> dict:
+    """{fused_kernels, generated_kernels} of the graphs Inductor compiled, or loaded from its cache, in this process."""
+    from torch._dynamo.utils import counters
+
+    return {"fused_kernels": counters["inductor"][FUSED_KERNELS], "generated_kernels": counters["inductor"][KERNELS]}
+
+
+def cxx_facts(cfg: TrialConfig) -> dict:
+    """The compile lines the shim logged (trainables/cxx_shim.py; None without it) and the compiler's version."""
+    log_dir = os.environ.get(LOG_DIR_VARIABLE)
+    commands = logged_commands(Path(log_dir)) if log_dir else None
+    compiler = os.environ.get(REAL_CXX_VARIABLE) or shutil.which(inductor_compiler(cfg))
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    return {
+        "cxx_command": kernel_command(commands) if commands is not None else None,
+        "cxx_compiles": len(compile_commands(commands)) if commands is not None else None,
+        "cxx_version": version.splitlines()[0] if version else None,
+    }
+
+
+def vec_isa(options: dict) -> str:
+    """The vector ISA Inductor picks under the trial's options (simdlen), with its width: 'avx512 (512-bit)'."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    with torch._inductor.config.patch(options):
+        isa = pick_vec_isa()
+    return f"{isa} ({isa.bit_width()}-bit)" if isa else "scalar (no vector ISA)"
 
 
 def _blas_info() -> str:

@@ -77,14 +77,19 @@ def read_thread_pools() -> dict[str, int]:
 
 def run(payload: dict) -> dict:
     started = time.time()
+    from hwctl.numa import read_numa_placement
     from hwctl.telemetry import CpuContention, EnergyCounter, FrequencyProbe, Probes
     from trainables.dataset import prepare_tokens
     from trainables.timing import measure
 
     # the trial's CPUs: read before OpenMP narrows the main thread's mask to its first place
     cpus = sorted(os.sched_getaffinity(0))
+    os.environ["BENCH_TRIAL_CPUS"] = ",".join(map(str, cpus))  # the peak cache's key names them (hwctl/microbench.py)
     cfg, trainer_class = load_framework(payload["config"])
     import_s = time.time() - started
+    # libgomp printed its settings as the framework loaded (the parent's omp_runtime): child processes (Inductor's
+    # compile workers) need not print them again
+    os.environ.pop("OMP_DISPLAY_ENV", None)
 
     data_dir = Path(payload["data_dir"])
     (corpus, data_meta), data_s = _timed(prepare_tokens, cfg.dataset, cfg.vocab_size, data_dir)
@@ -110,6 +115,10 @@ def run(payload: dict) -> dict:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     thread_affinity = _thread_affinities()
     thread_pools = read_thread_pools()
+    # the pages the model, optimizer state and batches touched, and the policy they follow (numa); the nice value
+    # the launcher left the worker at, which its threads inherited
+    numa_placement = read_numa_placement()
+    worker_nice = os.getpriority(os.PRIO_PROCESS, 0)
     # after the timed region; on a cache miss measured here, under the trial's own CPUs, threads, allocator and ISA cap
     peak = trainer.matmul_peak(cfg.threads, data_dir / "hw")
     result = (
@@ -125,7 +134,9 @@ def run(payload: dict) -> dict:
             "build_s": build_s,
             "thread_affinity": thread_affinity,
             "thread_pools": thread_pools,
+            "worker_nice": worker_nice,
         }
+        | numa_placement
         | trainer.facts()
         | {
             "allocator_loaded": ",".join(_loaded_libraries(("jemalloc", "tcmalloc"))) or "glibc",
