@@ -36,6 +36,7 @@ from trainables.config import (
     ConfigError,
     TrialConfig,
     build_config,
+    field_kind,
     format_assignments,
     is_numeric_key,
 )
@@ -446,6 +447,9 @@ class _Expansion:
         except ConfigError as exc:
             self.problems.append(f"{where}: point {label}: {exc}")
             return
+        # YAML reads `fusion: off` as False: the point (its label, its rows' `point`) says what the config means
+        point = {k: getattr(cfg, k) if isinstance(v, bool) and field_kind(k) == "str" else v for k, v in point.items()}
+        label = format_assignments(point)
         if any(t.study == study["name"] and t.config_key == cfg.config_key() for t in self.trials):
             self.problems.append(f"{where}: point {label}: the same config as another point of this study")
             return

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from tests.bench_process import bench_trial
+from tests.conftest import TINY
 from trainables.config import DEFAULT_DATASET, build_config
 from trainables.dataset import (
     FALLBACK_SOURCE,
@@ -95,3 +97,21 @@ def test_local_file_goes_through_datasets(tmp_path):
     assert "quick brown fox" in tokenizer.decode(tokens[:40].tolist())
     with pytest.raises(FileNotFoundError, match=f"dataset '{tmp_path / 'gone.txt'}': no such file"):
         prepare_tokens(str(tmp_path / "gone.txt"), 300, tmp_path / "data")
+
+
+def test_dataset_tokens_trains_on_the_first_n_tokens_in_the_real_worker():
+    """dataset_tokens=N: the batches come from the corpus's first N tokens, and the row says how many it held, the
+    corpus size beside it and their bytes; more tokens than the corpus has fails the trial with the reason."""
+    steps = ("warmup_steps=1", "measure_steps=3", "measure_seconds=0", "cores=1", "dataset=offline")
+    tiny = [f"{k}={v}" for k, v in TINY.items() if k != "dataset"]
+    done = bench_trial(*tiny, *steps, "dataset_tokens=4096")
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(done.stdout)
+    assert (row["status"], row["dataset_tokens"]) == ("ok", 4096)
+    assert row["corpus_tokens"] > 50_000 and row["data_bytes"] == 4096 * 2  # uint16 ids at vocab <= 65536
+    whole = bench_trial(*tiny, *steps)
+    assert json.loads(whole.stdout)["dataset_tokens"] == row["corpus_tokens"]  # auto: the whole corpus, recorded
+    too_many = bench_trial(*tiny, *steps, f"dataset_tokens={row['corpus_tokens'] + 1}")
+    failed = json.loads(too_many.stdout)
+    assert too_many.returncode != 0 and failed["status"] == "failed"
+    assert f"dataset_tokens={row['corpus_tokens'] + 1} exceeds the {row['corpus_tokens']} tokens" in failed["error"]

@@ -37,14 +37,15 @@ def test_shipped_plans_are_valid(simulated_cpu, tmp_path):
     studies = {t.study for t in quick.trials}
     assert {"width", "batch_size", "attention", "precision", "compile", "cores", "allocator"} <= studies
     # issue 15's axes: a study each; on this node without SMT or a second NUMA node, what needs them is skipped
-    assert {"fusion", "jit_cache", "cxx_opt", "omp_proc_bind", "omp_wait", "numa", "dataset_tokens"} <= studies
+    assert {"fusion", "jit_cache", "omp_proc_bind", "omp_wait", "numa", "dataset_tokens"} <= studies
     assert "smt" in studies  # its {} point (whole cores); the siblings point is skipped with the reason
     assert [t.point for t in quick.trials if t.study == "smt"] == [{}]
     assert any(
         "smt=siblings skipped: smt='siblings' needs SMT: this node has 1 thread per core" in s for s in quick.skipped
     )
     assert [t.point["numa"] for t in quick.trials if t.study == "numa"] == ["local"]
-    assert {t.config.compile for t in quick.trials if t.study in ("fusion", "jit_cache", "cxx_opt")} == {"inductor"}
+    assert {t.config.compile for t in quick.trials if t.study in ("fusion", "jit_cache")} == {"inductor"}
+    assert {t.study for t in load_plan("compilers", **here).trials} >= {"cxx_opt", "march", "simdlen", "compile"}
     assert {"framework", "blas"} <= studies and "blas-jax" not in studies  # XLA's backends: the full plan's
     assert [t.config.framework for t in quick.trials if t.study == "framework"] == ["torch", "jax", "numpy"]
     frameworks = load_plan("frameworks", **here)
@@ -451,3 +452,12 @@ def test_listed_points_references_and_a_plan_that_records_what_it_cannot_run(tmp
 def test_bad_points_and_references_are_named(study, problem):
     with pytest.raises(PlanError, match=re.escape(problem)):
         expand_plan({"name": "t", "baseline": TINY | {"dataset": "offline"}, "studies": [study]}, "test")
+
+
+def test_a_yaml_boolean_point_is_labelled_as_the_config_spells_it():
+    """`values: [on, off]` reaches the plan as booleans: the points and labels say on/off, as the configs do."""
+    p = expand_plan(
+        plan({"name": "fusion", "axis": "fusion", "values": [True, False], "with": {"compile": "inductor"}}), "t.yaml"
+    )
+    assert [t.point for t in p.trials] == [{"fusion": "on"}, {"fusion": "off"}]
+    assert [t.config.fusion for t in p.trials] == ["on", "off"]

@@ -271,7 +271,10 @@ def test_auto_openmp_reads_back_as_todays_pinned_binding(worker_rows):
         "1",
     )
     assert row["physical_cores"] == 1 and row["numa_policy"] == "default"
-    assert sum(row["numa_pages"].values()) * os.sysconf("SC_PAGE_SIZE") / 2**20 > 0.5 * row["peak_rss_mb"]
+    # the pages numa_maps lists are the worker's resident memory as the steps end: torch alone is over 50 MB, and
+    # it cannot exceed the peak (which may come from building the token cache, freed before the steps)
+    resident_mb = sum(row["numa_pages"].values()) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    assert 50 < resident_mb <= 1.05 * row["peak_rss_mb"], (resident_mb, row["peak_rss_mb"])
 
 
 def test_openmp_values_read_back_from_the_runtime(worker_rows):
