@@ -14,8 +14,6 @@ import re
 
 DISPLAY_BEGIN = "OPENMP DISPLAY ENVIRONMENT BEGIN"
 DISPLAY_END = "OPENMP DISPLAY ENVIRONMENT END"
-# the variables this module sets; a user's own are dropped, so the config alone decides them
-VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _BLOCK = re.compile(rf"^[^\n]*{DISPLAY_BEGIN}[^\n]*\n(.*?)^[^\n]*{DISPLAY_END}[^\n]*(?:\n|$)", re.M | re.S)
 # "  OMP_PLACES = '{0},{1}'", "  [host] OMP_WAIT_POLICY = 'PASSIVE'", "  _OPENMP = '201511'"
 _SETTING = re.compile(r"^\s*(?:\[(\w+)\]\s+)?([A-Z_][A-Z0-9_]*)\s*=\s*'(.*)'\s*$")

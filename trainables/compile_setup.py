@@ -62,6 +62,9 @@ MARCH_FLAGS = {
     "x86-64-v4": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
 }
 LEVELS = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")
+# Inductor adds its vector ISA's flags (-mavx512f ...) whatever -march says: a generic target's code stays generic only
+# with the vector width capped to what the level has (simdlen's auto under march; vec_isa records it)
+MARCH_SIMDLEN = {"x86-64": 0, "x86-64-v2": 0, "x86-64-v3": 256}
 # Inductor's vector ISAs by width (torch/_inductor/cpu_vec_isa.py); a simdlen no ISA of the CPU has silently gives
 # scalar code, so it is refused instead
 SIMDLEN_FLAGS = {256: ISA_CAPS["avx2"][0], 512: ISA_CAPS["avx512"][0]}

@@ -15,7 +15,7 @@ import torch._inductor.custom_graph_pass  # loaded by torch._dynamo already
 
 from hwctl.isa import bf16_native_reason
 from hwctl.microbench import matmul_library, matmul_peak_gflops
-from trainables.compile_setup import INDUCTOR_FUSION_OFF, inductor_compiler
+from trainables.compile_setup import INDUCTOR_FUSION_OFF, MARCH_SIMDLEN, inductor_compiler
 from trainables.config import INDUCTOR_COMPILES, TrialConfig
 from trainables.cxx_shim import LOG_DIR_VARIABLE, REAL_CXX_VARIABLE, compile_commands, kernel_command, logged_commands
 from trainables.fused_linear_act import fusion_evidence
@@ -245,11 +245,6 @@ class CountFusedKernels(torch._inductor.custom_graph_pass.CustomSchedulerPass):
 
     def uuid(self) -> bytes:
         return torch._inductor.custom_graph_pass.get_hash_for_files((__file__,))
-
-
-# Inductor adds its vector ISA's flags (-mavx512f ...) whatever -march says: a generic target's code stays generic only
-# with the vector width capped to what the level has (simdlen auto under march; vec_isa records it)
-MARCH_SIMDLEN = {"x86-64": 0, "x86-64-v2": 0, "x86-64-v3": 256}
 
 
 def inductor_options(cfg: TrialConfig) -> dict:
