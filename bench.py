@@ -7,33 +7,19 @@ Only argument parsing lives here; the work is done in trainables/, sweep/ and hw
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import duckdb
 
 from sweep.plan import PlanError
 from sweep.results.store import DEFAULT_RESULT_DIR
-from trainables.columns import COLUMNS, KINDS, columns_markdown, summary_columns
+from trainables.columns import KINDS, columns_markdown
 from trainables.config import ConfigError, build_config, parse_assignments
 from trainables.dataset import OFFLINE_DATASET
-
-
-def print_summary(row: dict) -> None:
-    for column in summary_columns():
-        value = row.get(column.name)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        print(f"  {column.name:<22} {column.summary.format(value)}")
-    if row.get("stderr_tail"):
-        print("  stderr (tail):")
-        print("    " + row["stderr_tail"].strip().replace("\n", "\n    "))
 
 
 def offline_dataset(values: dict) -> dict:
@@ -45,6 +31,7 @@ def offline_dataset(values: dict) -> dict:
 
 
 def cmd_trial(args) -> int:
+    from sweep.console import trial_summary
     from trainables.launcher import run_trial
 
     values = parse_assignments(args.assignments)
@@ -52,13 +39,14 @@ def cmd_trial(args) -> int:
     row = run_trial(cfg)
     if args.json:
         print(json.dumps(row, default=str))
-    else:
-        print_summary(row)
+    elif summary := trial_summary(row):
+        print(summary)
     return 0 if row["status"] == "ok" else 1
 
 
 def cmd_plan(args) -> int:
-    from sweep.plan import load_plan, plan_table
+    from sweep.console import plan_table
+    from sweep.plan import load_plan
 
     plan = load_plan(args.plan, record_unsupported=args.record_unsupported)
     print(plan_table(plan))
@@ -66,13 +54,9 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from sweep.nodes import expand_here
-    from sweep.plan import expand_plan, read_plan_document
-    from sweep.results.store import Store
-    from sweep.results.tables import study_summary
-    from sweep.runner import run_sweep
+    from sweep.plan import read_plan_document
+    from sweep.run_plan import check_new_plan, run_plan
 
-    result_dir = Path(args.result_dir)
     document = source = None
     if args.resume and args.dataset_offline:
         raise ConfigError("--dataset-offline starts a new sweep; --resume continues one with its own datasets")
@@ -85,15 +69,11 @@ def cmd_run(args) -> int:
         document, source = read_plan_document(args.plan)
         if args.dataset_offline and isinstance(document, dict) and isinstance(document.get("baseline") or {}, dict):
             document = document | {"baseline": offline_dataset(document.get("baseline") or {})}
-        if not args.address:  # this machine is the only node: validate here, before Ray starts
-            expand_plan(document, source, record_unsupported=args.record_unsupported)
-        else:  # the plan's own problems, here and at once; what each node can run is asked on the node
-            expand_here(document, source)
-    started = time.perf_counter()
-    sweep = run_sweep(
+        check_new_plan(document, source, address=args.address, record_unsupported=args.record_unsupported)
+    sweep = run_plan(
         document,
         source,
-        result_dir,
+        Path(args.result_dir),
         resume=args.resume,
         resume_sweep=args.sweep,
         address=args.address,
@@ -104,21 +84,6 @@ def cmd_run(args) -> int:
         repeats=args.repeats,
         dashboard=bool(args.dashboard),
     )
-    wall = time.perf_counter() - started
-    print()
-    print(study_summary(Store(result_dir), sweep.sweep_id))
-    share = sweep.steps_s / wall if wall > 0 else 0.0
-    runs = sum(pair.get("measured_by") is None for pair in sweep.pairs)
-    print(
-        f"\nsweep {sweep.sweep_id}: {runs} trials for {len(sweep.pairs)} rows (repeats, control points and studies "
-        f"sharing a config included) on {len(sweep.nodes)} node(s){' + refinement' if sweep.refinements else ''}; "
-        f"{sweep.recorded_here} rows recorded by this run ({sweep.shared_here} of them copies of a shared measurement) "
-        f"in {wall:.0f} s; {sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. "
-        f"Rows: {result_dir / 'trials'}"
-    )
-    from sweep.results.report import write_report
-
-    print(f"report: {write_report(Store(result_dir), sweep.sweep_id)}")
     if sweep.missing():
         print(f"{len(sweep.missing())} trials still missing: python bench.py run --resume --sweep {sweep.sweep_id}")
         return 1
@@ -135,73 +100,47 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from sweep.console import comparison_output
     from sweep.results import compare
     from sweep.results.store import Store
 
     store = Store(args.result_dir)
     comparison = compare.build_comparison(compare.load_rows(store, args.sweep), by=args.by, ref=args.ref)
     path = compare.write_compare(comparison, Path(args.out) if args.out else store.root / "report" / "compare")
+    print(comparison_output(comparison, args.format), end="")
     if args.format == "table":
-        print(compare.compare_text(comparison))
         print(f"\ncomparison: {path}")
-        return 0
-    if args.format == "json":
-        print(json.dumps(compare.comparison_json(comparison)))
     else:
-        records = compare.comparison_records(comparison)
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-    print(f"comparison: {path}", file=sys.stderr)  # stdout stays pure data
+        print(f"comparison: {path}", file=sys.stderr)  # stdout stays pure data
     return 0
 
 
 def cmd_autotune(args) -> int:
     from sweep.autotune import autotune
+    from sweep.console import autotune_summary
 
     base = parse_assignments(args.assignments)
     build_config(base)  # a bad key or value: exit 2 before Ray starts
     result = autotune(
         base, Path(args.result_dir), trials=args.trials, ab_rounds=args.ab_rounds, include_compile=args.compile
     )
-    print(f"\nautotune {result.sweep_id}: {args.trials} settings tried, then {args.ab_rounds} A/B rounds")
-    print(f"  default: {result.default}")
-    print(f"  best:    {result.best}")
-    print(
-        f"  speed-up of best over default: {result.speedup:.3f}x (per A/B round {result.speedup_low:.3f}x..{result.speedup_high:.3f}x)"
-    )
-    print(f"  reproduce: {result.command}")
+    print(autotune_summary(result, args.trials, args.ab_rounds))
     return 0
 
 
 def cmd_query(args) -> int:
+    from sweep.console import query_output
     from sweep.results.store import Store
-    from sweep.results.tables import format_table
 
     columns, rows = Store(args.result_dir).query(args.sql)
-    if args.format == "json":
-        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str))
-    elif args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    else:
-        print(format_table(columns, rows))
+    print(query_output(columns, rows, args.format), end="")
     return 0
 
 
 def cmd_columns(args) -> int:
-    from sweep.results.tables import format_table
+    from sweep.console import columns_table
 
-    if args.markdown:
-        print(columns_markdown())
-        return 0
-    chosen = [c for c in COLUMNS.values() if args.kind in (None, c.kind)]
-    print(
-        format_table(
-            ["column", "kind", "type", "unit", "meaning"], [(c.name, c.kind, c.type, c.unit, c.meaning) for c in chosen]
-        )
-    )
+    print(columns_markdown() if args.markdown else columns_table(args.kind))
     return 0
 
 

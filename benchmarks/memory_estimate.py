@@ -30,7 +30,7 @@ from trainables.memory import MIB, estimate_training_memory  # noqa: E402
 STEPS = {"warmup_steps": 1, "measure_steps": 3, "measure_seconds": 0, "dataset": "offline"}
 BASELINE = {"depth": 4, "width": 256, "heads": 4}
 WIDE = {"depth": 6, "width": 512, "heads": 8}
-# name -> config values (over STEPS); the first calibrates RUNTIME_BYTES (its model is ~12 MiB in all)
+# name -> config values (over STEPS); the first calibrates runtime_bytes (its model is ~12 MiB in all)
 CASES = {
     "runtime: d1 w64 s32 b1": {"depth": 1, "width": 64, "heads": 1, "seq_len": 32},
     "baseline d4 w256 s256 b1": BASELINE,
@@ -53,7 +53,7 @@ CASES = {
     "baseline b4 inductor": BASELINE | {"batch_size": 4, "compile": "inductor"},
     "baseline b4 numpy": BASELINE | {"batch_size": 4, "framework": "numpy"},
     "baseline b4 jax": BASELINE | {"batch_size": 4, "framework": "jax"},
-    # applied only once the trainer wires trainables/optimizers.py and quantization.py (see applied())
+    # applied only once the trainer wires torch_backend/optimizers.py and quantization.py (see applied())
     "wide b4 sgd": WIDE | {"batch_size": 4, "optimizer": "sgd"},
     "wide b4 lamb": WIDE | {"batch_size": 4, "optimizer": "lamb"},
     "wide b4 lookahead": WIDE | {"batch_size": 4, "optimizer": "lookahead"},

@@ -1,4 +1,4 @@
-"""The hardware fingerprint as readable text for the terminal (`bench.py hw`)."""
+"""The hardware fingerprint, and the peaks measured beside it, as readable text for the terminal (`bench.py hw`)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,28 @@ def format_fingerprint(fp: dict) -> str:
         f"{label if i == 0 else '':<{width}}  {line}" for label, lines in sections for i, line in enumerate(lines)
     )
     if fp.get("peaks"):
-        from hwctl.microbench import format_host_peaks
-
         text += "\n\n" + format_host_peaks(fp["peaks"])
     return text
+
+
+def format_host_peaks(peaks: dict) -> str:
+    """measure_host_peaks(...) (microbench.py) as a small table for a terminal."""
+
+    def cell(value, cached):
+        return "-" if value is None else f"{value:.1f}" + (" (cached)" if cached else "")
+
+    lines = [
+        f"peaks on {peaks['host']} (fingerprint {peaks['fingerprint_id']}, torch {peaks['torch_cpu_capability']}, "
+        f"{peaks['allowed_cpus']} CPUs allowed)",
+        f"{'threads':>7}  {'fp32 GFLOP/s':>18}  {'bf16 GFLOP/s':>18}  {'triad GB/s':>18}",
+    ]
+    for row in peaks["peaks"]:
+        lines.append(
+            f"{row['threads']:>7}  {cell(row['fp32_gflops'], row['fp32_cached']):>18}  "
+            f"{cell(row['bf16_gflops'], row['bf16_cached']):>18}  {cell(row['triad_gbs'], row['triad_cached']):>18}"
+        )
+    first = peaks["peaks"][0] if peaks["peaks"] else {}
+    for key in ("fp32_method", "bf16_method", "triad_method"):
+        if key in first:
+            lines.append(f"{key.split('_')[0]}: {first[key]}")
+    return "\n".join(lines)

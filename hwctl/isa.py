@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwctl.fingerprint import cpuinfo_fields, cpuinfo_file
+from hwctl.proc_sysfs import cpuinfo_fields, cpuinfo_file
 
 # cap -> (CPU flags it needs, environment that imposes it)
 ISA_CAPS = {
@@ -45,7 +45,7 @@ ISA_CAPS = {
 
 
 def cpu_flags(cpuinfo_path: Path | None = None) -> set[str]:
-    """The flags of /proc/cpuinfo (or of the file BENCH_CPUINFO names: a testing hook, see fingerprint.py)."""
+    """The flags of /proc/cpuinfo (or of the file BENCH_CPUINFO names: a testing hook, see proc_sysfs.py)."""
     try:
         return set(cpuinfo_fields((cpuinfo_path or cpuinfo_file()).read_text()).get("flags", "").split())
     except OSError:

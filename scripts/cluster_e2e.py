@@ -8,7 +8,9 @@ to ~/cpu-pretrain-bench, builds its venv and starts a head and a worker; a tiny 
 `ray down`, and sshd stops. Teardown always runs, on failure and Ctrl-C too.
 
 Run as root from the repository root: `make cluster-e2e` (or `venv/bin/python scripts/cluster_e2e.py`).
-This is the launcher side; scripts/cluster_e2e_head.py is the part that `ray exec` runs on the head.
+This is the launcher side; scripts/cluster_e2e_head.py is the part that `ray exec` runs on the head,
+scripts/cluster_e2e_host.py makes this machine the two hosts (packages, sshd, token) and puts it back, and
+scripts/cluster_e2e_steps.py holds what both sides share (phase timings, command echo, E2eError).
 
 Why the copy differs from the shipped config (e2e_cluster_config): here both "hosts" are this machine,
 which other people's Ray may share, so nothing may stop Ray machine-wide (`ray stop` kills every Ray
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import os
 import shlex
@@ -32,16 +33,27 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent
+if str(SCRIPTS) not in sys.path:  # run as a script it is sys.path[0]; tests load this file by its path
+    sys.path.append(str(SCRIPTS))
+
+from cluster_e2e_host import (  # noqa: E402
+    HomeFiles,
+    check_machine,
+    ensure_packages,
+    ensure_token,
+    start_sshd,
+    stop_sshd,
+)
+from cluster_e2e_steps import E2eError, Phases, run_for  # noqa: E402
+
+REPO = SCRIPTS.parent
 RAY = REPO / "venv" / "bin" / "ray"
-SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and insists on an absolute path
-PACKAGES = ("openssh-server", "rsync")
 # Not 127.0.0.1: Ray rewrites 127.0.0.1 (and localhost) to the machine's primary address, for
 # `ray start --node-ip-address` too (services.resolve_ip_for_localhost; seen: a head started with
 # 127.0.0.1 registers as 192.0.2.2), so the node would not be the loopback host SSH reached.
@@ -54,45 +66,6 @@ RUN_MARK = "CPB_E2E_RUN"
 # generous: the first `ray up` builds the venv (torch and all) in ~/cpu-pretrain-bench
 RAY_UP_TIMEOUT_S, ON_HEAD_TIMEOUT_S, RAY_DOWN_TIMEOUT_S = 1800, 1200, 120
 HEAD_SCRIPT = "scripts/cluster_e2e_head.py"  # relative to the head's copy of the repository
-
-
-class E2eError(Exception):
-    """The end-to-end run failed in a way the message explains."""
-
-
-class Phases:
-    """Prints each phase with its wall time, and keeps them for the summary."""
-
-    def __init__(self, prefix: str):
-        self.prefix, self.times = prefix, []
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        print(f"[{self.prefix}] {name} ...", flush=True)
-        started, outcome = time.perf_counter(), "failed"
-        try:
-            yield
-            outcome = ""
-        finally:
-            wall = time.perf_counter() - started
-            self.times.append((name, wall, outcome))
-            print(f"[{self.prefix}] {name}: {wall:.1f} s {outcome}".rstrip(), flush=True)
-
-    def summary(self) -> str:
-        lines = [f"  {name:<40} {wall:7.1f} s {outcome}".rstrip() for name, wall, outcome in self.times]
-        return "\n".join([*lines, f"  {'total':<40} {sum(w for _, w, _ in self.times):7.1f} s"])
-
-
-def run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
-    print("  $ " + shlex.join(str(c) for c in cmd), flush=True)
-    return subprocess.run([str(c) for c in cmd], **kwargs)
-
-
-def run_for(cmd: list, timeout_s: float, **kwargs) -> subprocess.CompletedProcess:
-    try:
-        return run(cmd, timeout=timeout_s, **kwargs)
-    except subprocess.TimeoutExpired:
-        raise E2eError(f"`{Path(str(cmd[0])).name} {cmd[1]}` did not finish within {timeout_s:.0f} s") from None
 
 
 # ---- the cluster config ---------------------------------------------------------------------------
@@ -114,123 +87,6 @@ def e2e_cluster_config(shipped: dict, head_ip: str, worker_ip: str, key: Path, r
             f"export {RUN_MARK}={run_dir}; " + c.replace("/venv/bin/ray start", flags) for c in commands
         ]
     return config
-
-
-# ---- this machine: packages, sshd, token ----------------------------------------------------------
-def check_machine(addresses: list[str]) -> None:
-    if os.geteuid() != 0:
-        raise E2eError(
-            "run as root: it installs Debian packages and starts sshd on port 22 "
-            "(Ray's launcher has no SSH port setting)"
-        )
-    for ip in addresses:
-        if not ipaddress.ip_address(ip).is_loopback or ip == "127.0.0.1":
-            raise E2eError(
-                f"{ip}: the hosts must be loopback addresses other than 127.0.0.1 (127.0.0.2 to 127.255.255.254)"
-            )
-    for ip, port in [(ip, 22) for ip in addresses] + [("0.0.0.0", GCS_PORT)]:
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
-            try:
-                probe.bind((ip, port))
-            except OSError as exc:
-                raise E2eError(f"{ip}:{port} is taken ({exc.strerror}); the e2e needs it free") from None
-    others = [p for p in psutil.process_iter(["name", "pid"]) if p.info["name"] in ("raylet", "gcs_server")]
-    if others and ray_on_login_path():
-        pids = ", ".join(f"{p.info['name']} {p.info['pid']}" for p in others)
-        raise E2eError(
-            f"another Ray runs on this machine ({pids}) and `ray` is on root's login PATH, so `ray down` "
-            "(which runs a bare `ray stop` on the head, here this machine) would stop it too; "
-            "run again when it is done"
-        )
-
-
-def ray_on_login_path() -> bool:
-    """Whether the login shell `ray down` runs `ray stop` in (bash --login -i, ~/.bashrc) finds a `ray`."""
-    shell = subprocess.run(
-        ["bash", "--login", "-i", "-c", "command -v ray"], capture_output=True, text=True, stdin=subprocess.DEVNULL
-    )
-    return bool(shell.stdout.strip())
-
-
-def ensure_packages() -> None:
-    missing = [p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
-    if not missing:
-        print(f"  installed already: {' '.join(PACKAGES)}")
-        return
-    # Debian starts a freshly installed sshd on every address; policy-rc.d exit 101 forbids that.
-    policy = Path("/usr/sbin/policy-rc.d")
-    ours = not policy.exists()
-    if ours:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
-        for cmd in (["apt-get", "update", "-qq"], install):
-            if run(cmd, env=env).returncode != 0:
-                raise E2eError(f"`{shlex.join(cmd)}` failed; install {' '.join(missing)} by hand and run again")
-    finally:
-        if ours:
-            policy.unlink()
-
-
-def start_sshd(ssh_dir: Path, addresses: list[str]) -> subprocess.Popen:
-    """sshd on the given loopback addresses only, accepting only this run's key, as a child of this process."""
-    ssh_dir.mkdir(mode=0o700)
-    keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cpu-pretrain-bench-e2e", "-f"]
-    for name in ("host_ed25519", "id_ed25519"):
-        run([*keygen, ssh_dir / name], check=True)
-    shutil.copy(ssh_dir / "id_ed25519.pub", ssh_dir / "authorized_keys")
-    config = ssh_dir / "sshd_config"
-    settings = [f"ListenAddress {ip}:22" for ip in addresses] + [
-        f"HostKey {ssh_dir / 'host_ed25519'}",
-        f"PidFile {ssh_dir / 'sshd.pid'}",
-        f"AuthorizedKeysFile {ssh_dir / 'authorized_keys'}",
-        "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "X11Forwarding no",
-        "AllowAgentForwarding no",
-        "AllowTcpForwarding no",
-        "PermitTunnel no",
-        # The key files sit in a 0700 directory made by mkdtemp; StrictModes would refuse them only
-        # because an ancestor (/tmp) is world-writable.
-        "StrictModes no",
-    ]
-    config.write_text("\n".join(settings) + "\n")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-    checked = subprocess.run([SSHD, "-t", "-f", config], capture_output=True, text=True)
-    if checked.returncode != 0:
-        raise E2eError(f"sshd rejects {config}: {checked.stderr.strip()}")
-    log = ssh_dir / "sshd.log"
-    sshd = subprocess.Popen([SSHD, "-D", "-f", config, "-E", log])
-    deadline = time.monotonic() + 10
-    for ip in addresses:
-        while True:
-            if sshd.poll() is not None:
-                raise E2eError(f"sshd exited with status {sshd.returncode}; its log: {log}")
-            with contextlib.suppress(OSError), socket.create_connection((ip, 22), timeout=1):
-                break
-            if time.monotonic() > deadline:
-                raise E2eError(f"sshd does not answer on {ip}:22 after 10 s; its log: {log}")
-            time.sleep(0.1)
-    print(f"  sshd pid {sshd.pid} on {', '.join(a + ':22' for a in addresses)}")
-    return sshd
-
-
-def ensure_token() -> None:
-    """The token the nodes authenticate with: root's own if it has one (kept as it is), else a new one."""
-    token = Path.home() / ".ray" / "auth_token"
-    if token.exists():
-        print(f"  using the existing {token}")
-        return
-    # --generate prints the token: keep it out of the log
-    if run([RAY, "get-auth-token", "--generate"], capture_output=True).returncode != 0 or not token.exists():
-        raise E2eError(f"`ray get-auth-token --generate` did not create {token}")
-    print(f"  generated {token} (kept: every `ray` command on this machine uses it from now on)")
 
 
 # ---- teardown -------------------------------------------------------------------------------------
@@ -262,39 +118,6 @@ def _name(proc: psutil.Process) -> str:
         return ""
 
 
-def stop_sshd(sshd: subprocess.Popen) -> None:
-    try:
-        sessions = psutil.Process(sshd.pid).children(recursive=True)  # open sessions outlive the listener
-    except psutil.Error:
-        sessions = []
-    sshd.terminate()
-    try:
-        sshd.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        sshd.kill()
-        sshd.wait()
-    for proc in sessions:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    for proc in psutil.wait_procs(sessions, timeout=5)[1]:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-
-
-class HomeFiles:
-    """Files `ray up` writes into the head's home (here root's): put back as they were."""
-
-    def __init__(self, *paths: Path):
-        self.saved = {p: (p.read_bytes() if p.exists() else None) for p in paths}
-
-    def restore(self) -> None:
-        for path, content in self.saved.items():
-            if content is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(content)
-
-
 # ---- the run: prepare, bring up, check, tear down -------------------------------------------------
 class E2eRun:
     """One run's state; sshd and config_path stay None until the run gets that far, so teardown undoes only that."""
@@ -313,13 +136,13 @@ class E2eRun:
 def prepare(e2e: E2eRun) -> None:
     """This machine made ready to be both hosts: checked, packages installed, sshd listening, a Ray token."""
     with e2e.phases("check this machine"):
-        check_machine(e2e.addresses)
+        check_machine(e2e.addresses, GCS_PORT)
     with e2e.phases("install openssh-server rsync"):
         ensure_packages()
     with e2e.phases("start sshd"):
         e2e.sshd = start_sshd(e2e.run_dir / "ssh", e2e.addresses)
     with e2e.phases("Ray token"):
-        ensure_token()
+        ensure_token(RAY)
 
 
 def bring_up(e2e: E2eRun) -> None:

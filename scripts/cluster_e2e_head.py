@@ -18,9 +18,9 @@ from pathlib import Path
 import ray
 import yaml
 
-# The launcher's phase timings and command echo, so both sides' output reads alike; scripts/ is this
-# script's sys.path[0], and the launcher module only defines things when imported.
-from cluster_e2e import E2eError, Phases, run
+# The launcher's phase timings and command echo, so both sides' output reads alike (scripts/ is this
+# script's sys.path[0]).
+from cluster_e2e_steps import E2eError, Phases, run
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_WAIT_S = 300.0

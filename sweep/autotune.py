@@ -24,8 +24,9 @@ from sweep.manifest import new_sweep_id
 from sweep.nodes import Node, local_node
 from sweep.results.store import Store
 from sweep.tuning import StoreWriter, fit_tuner, node_bundle, ray_session, tune_point_trial
-from trainables.config import FRAMEWORK_SUPPORT, build_config
+from trainables.config import CHOICES, build_config
 from trainables.launcher import run_trial
+from trainables.trainer import DEFAULT_FRAMEWORK, framework_support
 
 # the keys autotune may change: none of them changes the model, its data or its arithmetic
 SETTINGS = ("threads", "interop_threads", "pinning", "allocator", "attn_backend", "compile")
@@ -43,21 +44,23 @@ class AutotuneResult:
     command: str
 
 
-def search_space(include_compile: bool, framework: str = "torch") -> dict[str, list]:
-    """The settings worth trying for `framework`: only values it can run (trainables/config.py FRAMEWORK_SUPPORT)."""
+def search_space(include_compile: bool, framework: str = DEFAULT_FRAMEWORK) -> dict[str, list]:
+    """The settings worth trying for `framework`: only values its declaration says it can run
+    (trainables/<name>_backend/support.py; a framework that declares nothing: the keys' CHOICES)."""
     cores = len(os.sched_getaffinity(0))
-    support = FRAMEWORK_SUPPORT.get(framework, FRAMEWORK_SUPPORT["torch"])
+    support = framework_support(framework)
     space = {
         "threads": sorted({1, *range(2, cores + 1, 2), cores}),
-        "interop_threads": sorted({1, 2, min(4, cores)}) if framework == "torch" else [1],
+        "interop_threads": sorted({1, 2, min(4, cores)}) if "interop_threads" in support.honours else [1],
         "pinning": ["none", "compact", "spread"],
         "allocator": ["default"] + [a for a in ("jemalloc", "tcmalloc") if find_allocator(a)],
-        "attn_backend": sorted(support["attn_backend"]),
+        "attn_backend": sorted(support.values("attn_backend") or CHOICES["attn_backend"]),
     }
-    if framework == "torch" and include_compile and (shutil.which("cc") or shutil.which("gcc")):
-        space["compile"] = ["eager", "inductor"]  # Inductor needs a C++ compiler
-    elif framework == "jax" and include_compile:
-        space["compile"] = ["eager", "jit"]
+    compiler = next((c for c in support.values("compile") if c != "eager"), None)  # its first: inductor, jit
+    if include_compile and compiler and "eager" in support.values("compile"):
+        # a compile that generates C++ code needs a C++ compiler on the node
+        if compiler not in support.native_code_compiles or shutil.which("cc") or shutil.which("gcc"):
+            space["compile"] = ["eager", compiler]
     return space
 
 

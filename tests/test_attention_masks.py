@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainables.config import build_config
-from trainables.torch_model import CausalSelfAttention
+from trainables.torch_backend.model import CausalSelfAttention
 
 
 def visible(kind: str, i: int, j: int, window: int) -> bool:

@@ -1,6 +1,7 @@
-"""The compiler keys of issue 15 through the real worker process: each value changes what it claims (the count of
-fused kernels, the compile command line, the cache hits, the vector ISA), read back from the row, and every value this
-node cannot honour is refused with the reason. Trials run two at a time, one CPU each (~1.5 min in all here)."""
+"""The compiler keys (README: "Compilers and the system under the trial") through the real worker process: each value
+changes what it claims (the count of fused kernels, the compile command line, the cache hits, the vector ISA), read
+back from the row, and every value this node cannot honour is refused with the reason. Trials run two at a time, one
+CPU each (~1.5 min in all here)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import pytest
 
 from hwctl.isa import cpu_flags
 from tests.conftest import CPUINFO_FIXTURES, TINY
-from trainables.backends import framework_environment
-from trainables.compile_setup import compile_environment, compile_unsupported_reason
+from trainables.jax_backend.environment import framework_environment
+from trainables.torch_backend.compile_setup import compile_unsupported_reason
 from trainables.config import build_config
-from trainables.launcher import DATA_DIR, run_trial
+from trainables.launcher import DATA_DIR, compile_environment, run_trial
 
 SMALL = TINY | {"depth": 1, "width": 32, "seq_len": 16, "batch_size": 2, "learning_rate": 0.01}
 STEPS = {"warmup_steps": 1, "measure_steps": 20, "measure_seconds": 0}

@@ -59,11 +59,27 @@ from trainables.config import ConfigError, build_config, parse_assignments
         ({"pinning": "tight"}, "unknown pinning 'tight' (none, compact, spread)"),
         ({"depth": "auto"}, "depth: 'auto' is not allowed here"),
         ({"save_model": "maybe"}, "save_model='maybe' is not a valid bool"),
-        # the compiler and system keys of issue 15
+        # the compiler and system keys (README: "Compilers and the system under the trial")
         ({"fusion": "off"}, "fusion='off' needs a compiler with fusion passes"),
         ({"jit_cache": "warm"}, "jit_cache='warm' needs a compiled trial: compile='eager' caches nothing"),
         ({"compile": "aot_eager", "jit_cache": "warm"}, "jit_cache='warm' cannot run with compile='aot_eager'"),
-        ({"cxx_opt": "O2"}, "cxx_opt='O2' sets how Inductor builds its generated C++ code: it needs compile"),
+        (
+            {"cxx_opt": "O2"},
+            "cxx_opt='O2' sets how generated C++ code is built: it needs compile inductor or inductor-max-autotune, "
+            "not 'eager'",
+        ),
+        (
+            {"framework": "jax", "march": "x86-64"},
+            "march='x86-64' sets how generated C++ code is built: no compile of ",
+        ),
+        (
+            {"framework": "numpy", "fusion": "off"},
+            "fusion='off' needs a compiler with fusion passes (framework='numpy' has none)",
+        ),
+        (
+            {"framework": "jax", "compile": "eager", "fusion": "off"},
+            "fusion='off' needs a compiler with fusion passes (compile jit)",
+        ),
         ({"compile": "inductor", "simdlen": 128}, "simdlen=128 must be one of 0, 256, 512"),
         ({"compile": "inductor", "march": "armv8"}, "unknown march 'armv8'"),
         ({"omp_wait": "spin"}, "unknown omp_wait 'spin' (active, passive)"),

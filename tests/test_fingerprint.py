@@ -11,16 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hwctl.fingerprint import (
-    ISA_FLAGS,
-    cpu_ranges,
-    cpuinfo_file,
-    fingerprint_id,
-    full_fingerprint,
-    hardware_fingerprint,
-    host_fingerprint,
-)
+from hwctl.fingerprint import fingerprint_id, full_fingerprint, hardware_fingerprint, host_fingerprint
 from hwctl.fingerprint_text import format_fingerprint
+from hwctl.proc_sysfs import ISA_FLAGS, cpu_ranges, cpuinfo_file
 from tests.conftest import CPUINFO_FIXTURES, REPO_ROOT
 
 OLD_COLUMNS = (

@@ -3,12 +3,14 @@
 import math
 
 import numpy as np
+import pytest
 
 from sweep.results.fit import (
     KNEE_GRID_STEPS,
     amdahl_fit,
     bend_evidence,
     bend_scores,
+    knee_f_test,
     predict_segmented,
     segmented_fit,
     speedup_and_efficiency,
@@ -146,3 +148,12 @@ def test_bend_scores_discount_the_noise():
     e16 = math.log(2) / 2 - math.sqrt(0.02**2 + 2 * (0.5 * 0.02) ** 2)  # 16's error less its interpolation noise
     assert abs(scored[3][2] - e16) < 1e-12
     assert bend_scores(xs, ys, [0.0] * 6) == plain  # zero noise: the plain scores
+
+
+def test_knee_f_test_matches_the_tables():
+    # F = ((RSS_line - RSS_knee) / 2) / (RSS_knee / (n - 4)); the 5% points of F(2, 3) and F(2, 10): 9.552 and 4.103
+    # (Abramowitz & Stegun table 26.9), so p = 0.05 there
+    assert knee_f_test(3 + 2 * 9.552, 3.0, 7, 100.0)["p_value"] == pytest.approx(0.05, abs=1e-4)
+    assert knee_f_test(10 + 2 * 4.103, 10.0, 14, 100.0)["p_value"] == pytest.approx(0.05, abs=1e-4)
+    assert knee_f_test(2.0, 0.0, 7, 100.0) == {"f_statistic": math.inf, "p_value": 0.0}
+    assert knee_f_test(1.0, 0.5, 4, 100.0) == {"f_statistic": None, "p_value": None}  # no residual degree of freedom

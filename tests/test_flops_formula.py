@@ -19,7 +19,7 @@ from trainables.flops import (
     flops_per_step,
     score_pairs_per_sequence,
 )
-from trainables.torch_model import GPT
+from trainables.torch_backend.model import GPT
 
 
 # FlopCounterMode has no formula for the CPU flash op: give it its own dense SDPA formulas (backward with recompute);

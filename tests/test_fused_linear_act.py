@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.fused_linear_act import (
+from trainables.torch_backend.fused_linear_act import (
     SUPPORTED_ACTIVATIONS,
     FusedLinearAct,
     fused_unsupported_reason,

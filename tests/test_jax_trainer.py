@@ -1,7 +1,7 @@
 """The jax trainer computes torch's model: loss and every gradient per matmul backend, training steps, AdamW, threads.
 
 XLA reads XLA_FLAGS once, when jax starts, so everything jax runs in a fresh subprocess with the backend's
-environment (trainables/backends.py): `python -m tests.test_jax_trainer SCENARIO BLAS OUT`. The subprocesses start
+environment (trainables/jax_backend/environment.py): `python -m tests.test_jax_trainer SCENARIO BLAS OUT`. The subprocesses start
 together (module fixture) and the tests compare what they wrote with torch, computed here. No subprocess may load torch:
 a framework=jax worker must not.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from trainables.backends import framework_environment
+from trainables.jax_backend.environment import framework_environment
 from trainables.config import build_config
 
 TINY_JAX = dict(depth=2, width=64, heads=4, seq_len=32, batch_size=4, vocab_size=512, dataset="offline")
@@ -60,7 +60,7 @@ def parity_batch(cfg):
 
 
 def scenario_gradients(blas: str, out: dict, tokens) -> None:
-    from trainables.jax_trainable import JaxTrainer
+    from trainables.jax_backend.trainer import JaxTrainer
 
     for name, values in PARITY_CONFIGS.items():
         cfg = jax_config(TINY_JAX | values, blas=blas)
@@ -72,7 +72,7 @@ def scenario_gradients(blas: str, out: dict, tokens) -> None:
 
 
 def train(cfg, tokens, steps: int) -> tuple[list[float], object]:
-    from trainables.jax_trainable import JaxTrainer
+    from trainables.jax_backend.trainer import JaxTrainer
 
     trainer = JaxTrainer(cfg)
     batches = trainer.make_batches(tokens, 8)
@@ -83,7 +83,7 @@ def train(cfg, tokens, steps: int) -> tuple[list[float], object]:
 def scenario_train(blas: str, out: dict, tokens) -> None:
     import optax
 
-    from trainables.jax_trainable import JaxTrainer
+    from trainables.jax_backend.trainer import JaxTrainer
 
     losses, trainer = train(jax_config(TRAIN, blas=blas), tokens, TRAIN_STEPS)
     out["json"]["jit losses"] = losses
@@ -125,7 +125,7 @@ def adamw_case(optax=None):
 
 def scenario_threads(blas: str, out: dict, tokens) -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    from trainables.jax_trainable import JaxTrainer
+    from trainables.jax_backend.trainer import JaxTrainer
 
     JaxTrainer.configure_threads(len(cpus), 1)
     try:
@@ -183,7 +183,7 @@ def runs(tokens, tmp_path_factory) -> dict:
 
 
 def torch_trainer(values: dict):
-    from trainables.torch_trainable import TorchTrainer
+    from trainables.torch_backend.trainer import TorchTrainer
 
     return TorchTrainer(torch_config(values))
 

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
+from trainables.activation_memory import saved_activation_bytes
 from trainables.config import build_config
 from trainables.memory import (
     GIB,
@@ -21,7 +22,6 @@ from trainables.memory import (
     estimate_training_memory,
     memory_unsupported_reason,
     parameter_counts,
-    saved_activation_bytes,
 )
 from trainables.weights import parameter_shapes
 
@@ -185,15 +185,15 @@ SAVED_CASES = [
 def saved_bytes_measured(cfg) -> int:
     """Bytes of the distinct storages autograd saves in one forward (parameters and buffers left out)."""
     torch = pytest.importorskip("torch")
-    from trainables.optimizers import freeze_layers
-    from trainables.torch_model import GPT
+    from trainables.torch_backend.model import GPT
+    from trainables.torch_backend.optimizers import freeze_layers
 
     torch.manual_seed(0)
     model = GPT(cfg)
     if cfg.precision == "bf16":
         model = model.to(torch.bfloat16)
     if cfg.precision in ("q8", "q4", "bitnet"):
-        from trainables.quantization import apply_quantized_training
+        from trainables.torch_backend.quantization import apply_quantized_training
 
         apply_quantized_training(model, cfg.precision)
     if cfg.freeze_layers:

@@ -9,9 +9,9 @@ import pytest
 
 from hwctl.isa import bf16_native_reason
 from tests.conftest import CPUINFO_FIXTURES
-from trainables import torch_trainable
+from trainables.torch_backend import trainer as torch_trainable
 from trainables.config import build_config
-from trainables.torch_trainable import TorchTrainer
+from trainables.torch_backend.trainer import TorchTrainer
 from trainables.worker import derived_metrics
 
 SAPPHIRE_RAPIDS = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile", "amx_bf16"}
@@ -93,7 +93,7 @@ def test_mfu_divides_by_the_peak_used(tiny, monkeypatch):
         100.0,
         True,
     )
-    # a trainer that only measures fp32 (tests/fake_trainer.py): divided by that, and said so
+    # a trainer that only measures fp32 (tests/fake_framework/trainer.py): divided by that, and said so
     fp32_only = {"peak_gflops_fp32": 80.0, "peak_method": "np.matmul", "peak_cached": False}
     row = derived_metrics(cfg, timing, 1000, fp32_only)
     assert (row["mfu"], row["peak_dtype"]) == (row["achieved_gflops"] / 80.0, "fp32")

@@ -15,12 +15,11 @@ import torch
 from hwctl import microbench
 from hwctl.cores import format_cpu_list
 from hwctl.fingerprint import hardware_fingerprint, host_fingerprint
-from hwctl.fingerprint_text import format_fingerprint
+from hwctl.fingerprint_text import format_fingerprint, format_host_peaks
 from hwctl.isa import cpu_flags
 from hwctl.microbench import (
     CACHE_FILE,
     bf16_unsupported_reason,
-    format_host_peaks,
     libraries_in,
     matmul_library,
     matmul_peak_gflops,

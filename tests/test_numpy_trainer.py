@@ -11,7 +11,7 @@ import pytest
 import threadpoolctl
 
 from tests.conftest import REPO_ROOT
-from trainables import numpy_trainable
+from trainables.numpy_backend import trainer as numpy_trainable
 from trainables.config import build_config
 from trainables.timing import StepTimes, measure, run_step
 from trainables.trainer import load_trainer

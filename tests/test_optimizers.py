@@ -1,4 +1,4 @@
-"""The optimizer axis and layer freezing (trainables/optimizers.py) on a tiny GPT: each optimizer learns, each is what
+"""The optimizer axis and layer freezing (trainables/torch_backend/optimizers.py) on a tiny GPT: each optimizer learns, each is what
 its name says, and frozen blocks get neither gradient, nor update, nor optimizer state."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from trainables.config import build_config
-from trainables.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
-from trainables.torch_model import GPT
+from trainables.torch_backend.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
+from trainables.torch_backend.model import GPT
 from trainables.weights import ADAMW, initial_weights, sample_batches
 
 OPTIMIZERS = ("adamw", "sgd", "lamb", "lookahead")
@@ -24,7 +24,7 @@ def config(**values):
 
 
 def make_model(cfg, dtype: torch.dtype = torch.float32) -> GPT:
-    """The tiny GPT with the shared initial weights, loaded as trainables/torch_trainable.py does."""
+    """The tiny GPT with the shared initial weights, loaded as trainables/torch_backend/trainer.py does."""
     model = GPT(cfg)
     with torch.no_grad():
         for name, array in initial_weights(cfg).items():

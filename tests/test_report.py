@@ -2,7 +2,8 @@
 
 import pytest
 
-from sweep.results.report import duration, write_report
+from sweep.results.report import write_report
+from sweep.results.report_tables import duration
 from sweep.results.store import EmptyStore, Store
 from sweep.results.tables import study_summary
 

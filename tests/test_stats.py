@@ -1,5 +1,5 @@
 """Confidence intervals of step times: coverage of the hierarchical bootstrap, ratios and their verdicts, drift of the
-control point, and the F and t tails that replace scipy."""
+control point, and the small-sample expansion of the intervals."""
 
 import math
 
@@ -11,12 +11,10 @@ from sweep.results.stats import (
     RESAMPLES,
     STEPS_ONLY,
     control_drift,
-    f_tail,
+    expansion,
     point_estimate,
     ratio_to_reference,
-    regularized_beta,
     resampled_medians,
-    t_quantile,
 )
 
 
@@ -124,12 +122,11 @@ def test_drift_of_the_control_point():
     assert control_drift([(1.0, None), (1.2, None)]).within_noise is None  # old rows: no steps, no test
 
 
-def test_f_and_t_tails_match_the_tables():
-    # F(2, 3) 5% point 9.552 and F(2, 10) 5% point 4.103 (Abramowitz & Stegun table 26.9); t(0.975) for 1, 2, 10 df
-    assert f_tail(9.552, 2, 3) == pytest.approx(0.05, abs=1e-4) and f_tail(4.103, 2, 10) == pytest.approx(
-        0.05, abs=1e-4
-    )
-    assert f_tail(0, 2, 3) == 1.0 and f_tail(math.inf, 2, 3) == 0.0
-    assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 10)] == [12.706, 4.303, 2.228]
-    assert regularized_beta(0.3, 2, 5) == pytest.approx(0.579825, abs=1e-6)  # 1 - sum of the binomial tail
-    assert regularized_beta(0.5, 0.5, 0.5) == pytest.approx(0.5, abs=1e-12)
+def test_expansion_is_hesterbergs_factor_with_welch_degrees_of_freedom():
+    # sqrt(R/(R-1)) * t(0.975, df) / z(0.975), t(0.975) for 2 and 4 df: 4.303 and 2.776 (Abramowitz & Stegun table 26.10)
+    deviations = np.array([-1.0, 1.0])
+    assert expansion([(deviations, 3)]) == pytest.approx(math.sqrt(3 / 2) * 4.303 / 1.960, rel=1e-3)
+    # two estimates of 3 repeats with equal spread: Welch-Satterthwaite gives 4 degrees of freedom
+    assert expansion([(deviations, 3), (deviations, 3)]) == pytest.approx(math.sqrt(3 / 2) * 2.776 / 1.960, rel=1e-3)
+    assert expansion([(deviations, 1)]) == 1.0  # steps only: many steps, no expansion
+    assert expansion([(np.zeros(4), 3)]) == 1.0  # no spread to widen

@@ -9,6 +9,10 @@ Kinds:
 - metric:   measured by the trial, with its method recorded beside it where there is a choice of method
 - recorded: read, not set: the host, its hardware and software, the environment the worker ran in
 - run:      bookkeeping: which sweep, study and node, the status and timestamps
+
+Columns that only one framework fills (torch_threads, xla_flags, numpy_version ...) are named here all the same: an
+entry is data about a row, not code that reaches the framework (tests/test_import_rules.py exempts this registry from
+the line limit for the same reason).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import socket
 from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 
-from trainables.config import CHOICES, NOT_SUPPORTED_YET, TrialConfig, field_kind
+from trainables.keys import CHOICES, NOT_SUPPORTED_YET
+from trainables.trial_config import TrialConfig, field_kind
 
 KINDS = ("config", "metric", "recorded", "run")
 TYPES = ("int", "float", "str", "bool", "float_list", "json")  # json: a JSON object stored as text
@@ -370,7 +375,11 @@ RECORDED_COLUMNS = [
     ),
     _recorded("xla_dots_source", "str", "jax: where xla_dots was read (the compiled step's HLO, or each eager dot's)"),
     _recorded("jax_backend", "str", "jax.default_backend() in the worker (cpu)"),
-    _recorded("xla_flags", "str", "XLA_FLAGS the jax worker ran with (the backend's flags, trainables/backends.py)"),
+    _recorded(
+        "xla_flags",
+        "str",
+        "XLA_FLAGS the jax worker ran with (the backend's flags, trainables/jax_backend/environment.py)",
+    ),
     _recorded("jax_version", "str", "jax version in the worker"),
     _recorded("jaxlib_version", "str", "jaxlib version in the worker"),
     _recorded("numpy_version", "str", "NumPy version in the worker"),
@@ -412,7 +421,7 @@ RECORDED_COLUMNS = [
     _recorded("frozen_layers", "json", "the transformer blocks that got no gradient (freeze_layers)"),
     _recorded("frozen_params", "int", "parameter elements without gradient"),
     _recorded("trainable_params", "int", "parameter elements the optimizer updates"),
-    # what the compiler keys did, read back (trainables/compile_setup.py)
+    # what the compiler keys did, read back (trainables/torch_backend/trainer.py, trainables/jax_backend/trainer.py)
     _metric(
         "fused_kernels",
         "int",

@@ -29,6 +29,7 @@ skipped blocks. torch.compile keeps these kernels (inductor calls the flash op a
 from __future__ import annotations
 
 from trainables.config import TrialConfig
+from trainables.trainer import framework_support
 
 # torch 2.13 FlashAttentionKernel.cpp: blocks of 512 keys; query blocks of 32 rows below 192 tokens, 64 below 768,
 # 256 from there (flash_attention_kernel_impl's template arguments); a block never exceeds the sequence
@@ -42,9 +43,10 @@ def attention_kernel(cfg: TrialConfig) -> str:
     (jax.nn.dot_product_attention on CPU: XLA's dense implementation, masked after the matmul, autograd backward)."""
     if cfg.attn_backend == "manual":
         return "manual"
-    if cfg.framework == "jax":
-        return "sdpa-xla"
-    return "sdpa-math" if cfg.dropout > 0 else "sdpa-flash"
+    kernel = framework_support(cfg.framework).sdpa_kernel  # what its sdpa runs, declared
+    if kernel == "sdpa-flash" and cfg.dropout > 0:
+        return "sdpa-math"  # the CPU flash kernel has no dropout
+    return kernel
 
 
 def attention_length(cfg: TrialConfig) -> int:

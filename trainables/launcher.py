@@ -1,6 +1,6 @@
 """The parent side of a trial: build the worker's environment, start it, watch it, never time it.
 
-Threads, OpenMP binding and the allocator must be in place before torch loads, so each trial is a
+Threads, OpenMP binding and the allocator must be in place before the framework loads, so each trial is a
 fresh `python -m trainables.worker` process whose environment is built here from the config. A
 worker that crashes, is killed, runs past its timeout or over its memory cap becomes a result
 with status failed/timeout and the reason; nothing here raises because a trial went wrong.
@@ -29,11 +29,10 @@ from hwctl.journal import DEFAULT_JOURNAL, HardwareSettings
 from hwctl.numa import numa_command, numa_unsupported_reason
 from hwctl.openmp import openmp_environment, parse_display_env, strip_display_env
 from hwctl.telemetry import load_average
-from trainables.backends import framework_environment
 from trainables.columns import base_row, now_iso
-from trainables.compile_setup import compile_environment, compile_unsupported_reason
 from trainables.config import TrialConfig
 from trainables.memory import available_memory_bytes, memory_unsupported_reason
+from trainables.trainer import framework_support
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # BENCH_DATA_DIR moves the token and peak caches (the tests point it at a temporary folder: never the user's data/)
@@ -56,7 +55,7 @@ RECORDED_PREFIXES = (
     "LD_PRELOAD",
     "XLA_",
     "JAX_",
-    "CXX",  # Inductor's compiler (trainables/cxx_shim.py), with BENCH_CXX_REAL the compiler it runs
+    "CXX",  # Inductor's compiler (trainables/torch_backend/cxx_shim.py), with BENCH_CXX_REAL the compiler it runs
     "BENCH_CXX",
     "BENCH_TRAINERS",  # a framework registered from outside (trainables/trainer.py): which module ran it
     "BENCH_CPUINFO",  # a simulated CPU (tests): the row says its ISA flags were not read from /proc/cpuinfo
@@ -132,15 +131,9 @@ def unsupported_reason(
     memory = memory_unsupported_reason(cfg, available_memory_bytes())  # a model too large to train here
     if memory:
         return memory
-    if cfg.fused_linear_act:  # whether this node's oneDNN runs the fused kernel in the trial's dtype (imports torch)
-        from trainables.fused_linear_act import fused_unsupported_reason
-
-        reason = fused_unsupported_reason(cfg.activation, cfg.precision)
-        if reason:
-            return reason
-    compiler = compile_unsupported_reason(cfg)  # a C++ compiler, -march or vector width this node lacks
-    if compiler:
-        return compiler
+    framework = framework_support(cfg.framework).unsupported_reason(cfg)  # a compiler or a kernel this node lacks
+    if framework:
+        return framework
     return isa_unsupported_reason(cfg.isa) if cfg.isa else None
 
 
@@ -149,19 +142,20 @@ def build_worker_env(cfg: TrialConfig, threads: int, cpus: list[int] | None, bas
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
     env.update(isa_environment(cfg.isa))
-    for name, value in framework_environment(cfg).items():
-        # a user's own XLA_FLAGS stay, before the trial's: XLA takes the last of a repeated flag
-        env[name] = " ".join(filter(None, [base_env.get(name) if name == "XLA_FLAGS" else None, value]))
+    env.update(framework_support(cfg.framework).worker_environment(cfg, base_env))  # what it reads as it starts
     env.update(
         openmp_environment(cpus, cfg.pinning, cfg.omp_proc_bind, cfg.omp_places, cfg.omp_wait, cfg.gomp_spincount)
     )
-    if cfg.framework == "torch":  # libgomp prints what it runs with as it loads: the row's omp_runtime
-        env["OMP_DISPLAY_ENV"] = "verbose"  # true leaves out GOMP_SPINCOUNT
     if cfg.allocator != "default":
         env["LD_PRELOAD"] = find_allocator(cfg.allocator)  # present: unsupported_reason checked it
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), base_env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def compile_environment(cfg: TrialConfig, cache_dir: Path) -> dict[str, str]:
+    """Variables the worker of a compiled trial starts with, its compile cache in `cache_dir` (framework's hook)."""
+    return framework_support(cfg.framework).compile_environment(cfg, cache_dir)
 
 
 def recorded_env(env: dict) -> dict[str, str]:

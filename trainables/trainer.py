@@ -1,21 +1,27 @@
 """What every training framework implements, and the registry that finds one by the config's `framework`.
 
 A trainer owns everything framework-specific of a trial: thread pools, model, batches, the training step, the matmul
-peak MFU divides by, facts about itself and saving. The worker and the timing protocol only call these methods, so a
-new framework is one module here plus one registry entry. This module imports no framework, and not the config
-either (config.py reads the registry).
+peak MFU divides by, facts about itself and saving. The worker and the timing protocol only call these methods. What a
+framework can run is its declaration (trainables/support.py), which the registry also finds: a new framework is one
+package, trainables/<name>_backend/ with support.py and trainer.py, plus one registry line. This module imports no
+framework, and not the config either (config validation reads the registry).
 
-Registry: TRAINERS maps framework -> "module:Class", imported on first use (importing the config never imports torch).
-More, e.g. for tests: BENCH_TRAINERS="fake=tests.fake_trainer:FakeTrainer[,name=module:Class]"; the worker inherits it.
+Registry: TRAINERS maps framework -> its package (whose support.py holds SUPPORT, the declaration naming its trainer),
+imported on first use (importing a declaration never imports its framework). More, e.g. for tests:
+BENCH_TRAINERS="fake=tests.fake_framework[,name=package]"; the older form name=module:Class registers a trainer that
+declares nothing (held to the keys' CHOICES only). The worker inherits the variable.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from trainables.support import FrameworkSupport, load_target
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,34 +102,71 @@ class Trainer(ABC):
 
 
 def parse_trainers(text: str) -> dict[str, str]:
-    """'fake=tests.fake_trainer:FakeTrainer,b=m:B' -> {'fake': 'tests.fake_trainer:FakeTrainer', 'b': 'm:B'}."""
+    """'fake=tests.fake_framework,b=m:B' -> {'fake': 'tests.fake_framework', 'b': 'm:B'}: a package, or a trainer class
+    (module:Class) that declares nothing."""
     trainers = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, target = (s.strip() for s in item.partition("="))
-        module, _, class_name = target.partition(":")
-        if not (name and module and class_name):
-            raise ValueError(f"{ENV_VARIABLE}: {item!r} is not name=module:Class")
+        module, colon, class_name = target.partition(":")
+        if not (name and module) or (colon and not class_name):
+            raise ValueError(f"{ENV_VARIABLE}: {item!r} is not name=package or name=module:Class")
         trainers[name] = target
     return trainers
 
 
+# framework -> its package (one line per framework); the first is the config's default framework
 TRAINERS = {
-    "torch": "trainables.torch_trainable:TorchTrainer",
-    "jax": "trainables.jax_trainable:JaxTrainer",
-    "numpy": "trainables.numpy_trainable:NumpyTrainer",
+    "torch": "trainables.torch_backend",
+    "jax": "trainables.jax_backend",
+    "numpy": "trainables.numpy_backend",
 } | parse_trainers(os.environ.get(ENV_VARIABLE, ""))
+DEFAULT_FRAMEWORK = next(iter(TRAINERS))
 
 
 def framework_names() -> tuple[str, ...]:
     return tuple(TRAINERS)
 
 
-def load_trainer(framework: str) -> type[Trainer]:
-    """The trainer class of `framework`, importing its module (and so its framework) now."""
+def _known(framework: str) -> str:
     if framework not in TRAINERS:
         raise ValueError(f"framework={framework!r} has no trainer (registered: {', '.join(TRAINERS)})")
-    module, _, class_name = TRAINERS[framework].partition(":")
-    trainer_class = getattr(importlib.import_module(module), class_name)
+    return TRAINERS[framework]
+
+
+@functools.cache
+def framework_support(framework: str) -> FrameworkSupport:
+    """The declaration of `framework`, from its package's support.py (no framework imported). A trainer registered
+    as module:Class has none: it is held to the keys' CHOICES only, and the checks that pair keys (fusion=off, the C++
+    compiler keys, a warm cache) allow what any declared framework allows."""
+    target = _known(framework)
+    if ":" not in target:
+        support = load_target(f"{target}.support:SUPPORT")
+        if not isinstance(support, FrameworkSupport):
+            raise TypeError(f"{target}.support:SUPPORT is not a trainables.support.FrameworkSupport")
+        return support
+    declared = [framework_support(name) for name, other in TRAINERS.items() if ":" not in other]
+    first = declared[0] if declared else FrameworkSupport(trainer="")
+    return FrameworkSupport(
+        trainer=target,
+        declared=False,
+        native_code_compiles=_union(s.native_code_compiles for s in declared),
+        fusing_compiles=_union(s.fusing_compiles for s in declared),
+        warm_cache_refusals={k: v for s in declared for k, v in s.warm_cache_refusals.items()},
+        # its memory is unknown: estimated as the first declared framework's (the default one's)
+        runtime_bytes=first.runtime_bytes,
+        compile_runtime_bytes=first.compile_runtime_bytes,
+    )
+
+
+def _union(groups: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(value for group in groups for value in group))
+
+
+def load_trainer(framework: str) -> type[Trainer]:
+    """The trainer class of `framework`, importing its module (and so its framework) now."""
+    _known(framework)
+    target = framework_support(framework).trainer
+    trainer_class = load_target(target)
     if not issubclass(trainer_class, Trainer):
-        raise TypeError(f"{TRAINERS[framework]} is not a trainables.trainer.Trainer")
+        raise TypeError(f"{target} is not a trainables.trainer.Trainer")
     return trainer_class

@@ -10,12 +10,9 @@ several rows (none for a single row).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sweep.results.comparison import Cell
 from sweep.results.rows import is_number, log_if_wide, point_text, study_shape
-
-if TYPE_CHECKING:
-    from sweep.results.compare import Cell
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DASHES = ("-", "--", ":", "-.")
@@ -24,7 +21,7 @@ DASHES = ("-", "--", ":", "-.")
 def plot_across(png: Path, study: str, by: str, lines: dict[str, list[tuple[dict, Cell]]]) -> None:
     """lines: group label -> (point, its cell: median step time in s over the rows, their count and interval) of each
     ok config the group ran."""
-    # Figure + Agg canvas, never pyplot: no display, no global figure registry (as report.py)
+    # Figure + Agg canvas, never pyplot: no display, no global figure registry (as report_plot.py)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

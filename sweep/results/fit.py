@@ -3,6 +3,11 @@
 
 Every function takes plain sequences, ignores points that cannot be placed on a log-log plot (None, NaN, <= 0), is
 deterministic, and returns plain Python numbers so results can go straight into a row, a table or JSON.
+
+The least squares are NumPy's (`polyfit`, `lstsq`) and SciPy's (`optimize.nnls` for Amdahl, `stats.f` for the F-test);
+the knee search is a grid of its own because neither library has segmented regression with a free, continuous corner
+(`scipy.optimize.curve_fit` on a hinge is a local search whose answer depends on its start, and the residual is not
+smooth in the knee).
 """
 
 from __future__ import annotations
@@ -10,8 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from sweep.results.stats import f_tail
+from scipy import optimize, stats
 
 # Candidate knees between two neighbouring measured points: a grid step of 1/20 of the log interval (3.5 % for a
 # doubling) is finer than the run-to-run noise of a step time, so a finer grid would only chase noise.
@@ -147,7 +151,7 @@ def knee_f_test(line_rss: float, knee_rss: float, n_points: int, sst: float) -> 
     if knee_rss <= 1e-12 * line_rss:  # the knee fits exactly and the line does not
         return {"f_statistic": math.inf, "p_value": 0.0}
     f = gain / (knee_rss / residual_df)
-    return {"f_statistic": f, "p_value": f_tail(f, KNEE_PARAMETERS - LINE_PARAMETERS, residual_df)}
+    return {"f_statistic": f, "p_value": float(stats.f.sf(f, KNEE_PARAMETERS - LINE_PARAMETERS, residual_df))}
 
 
 def bend_evidence(fit: dict) -> str | None:
@@ -183,9 +187,8 @@ def predict_segmented(fit: dict, xs) -> list[float]:
 def amdahl_fit(cores, step_times) -> dict:
     """Least-squares T(n) = T1 * (s + (1 - s)/n), with s in [0, 1].
 
-    Written as T(n) = A + B/n (A = T1*s, B = T1*(1-s)) the model is linear, so this is non-negative least squares in two
-    unknowns: the unconstrained solution if A and B are both >= 0, else the better of the two boundary fits (s = 0:
-    T = B/n; s = 1: T = A).
+    Written as T(n) = A + B/n (A = T1*s, B = T1*(1-s)) the model is linear, so s in [0, 1] is A, B >= 0: non-negative
+    least squares (Lawson & Hanson 1974, "Solving Least Squares Problems", ch. 23; `scipy.optimize.nnls`).
     """
     pairs = [(float(n), float(t)) for n, t in zip(cores, step_times, strict=True) if _positive(n) and _positive(t)]
     counts = len({n for n, _ in pairs})
@@ -200,14 +203,8 @@ def amdahl_fit(cores, step_times) -> dict:
         }
     inv = np.array([1.0 / n for n, _ in pairs])
     t = np.array([t for _, t in pairs])
-    candidates = []
-    a, b = np.linalg.lstsq(np.column_stack([np.ones_like(inv), inv]), t, rcond=None)[0]
-    if a >= 0 and b >= 0:
-        candidates.append((float(a), float(b)))
-    else:
-        candidates += [(0.0, float(inv @ t / (inv @ inv))), (float(t.mean()), 0.0)]
-    fits = [(float(((t - (a + b * inv)) ** 2).sum()), a, b) for a, b in candidates]
-    rss, a, b = min(fits)
+    a, b = (float(v) for v in optimize.nnls(np.column_stack([np.ones_like(inv), inv]), t)[0])
+    rss = float(((t - (a + b * inv)) ** 2).sum())
     s = a / (a + b)
     s = 0.0 if s < 1e-9 else s  # rounding of a perfect fit would read as a speed-up limit of 1e15 instead of none
     return {

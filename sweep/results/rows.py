@@ -14,15 +14,7 @@ import math
 import re
 import statistics
 
-from sweep.results.stats import (
-    NO_MEASURABLE_EFFECT,
-    RESAMPLES,
-    Drift,
-    Estimate,
-    Ratio,
-    point_estimate,
-    ratio_to_reference,
-)
+from sweep.results.stats import NO_MEASURABLE_EFFECT, Estimate, Ratio, point_estimate, ratio_to_reference
 from sweep.results.store import Store
 from trainables.config import format_assignments
 
@@ -163,26 +155,6 @@ def p_text(p_value: float) -> str:
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
 
 
-def drift_sentence(drift: Drift, repeats: int) -> str:
-    """Whether the control point moved during the sweep by more than per-step noise explains."""
-    measured = f"the control's {repeats} repeats differ by {drift.spread:.2f}x (max/min"
-    if drift.within_noise is None:
-        return f"Drift not tested: {measured}); some repeats lack their per-step times, so the noise is not known."
-    interval = f"; 95% CI {drift.low:.2f}–{drift.high:.2f}x)"
-    test = (
-        f"{p_text(drift.p_value)}: the share of {RESAMPLES} resamples, with every repeat drawn at one level, that "
-        "spread this far"
-    )
-    if drift.within_noise:
-        return f"**Drift within the noise**: {measured}{interval}, no more than per-step noise alone gives ({test})."
-    return (
-        f"**Drift beyond the noise**: {measured}{interval}, more than per-step noise alone gives ({test}). The "
-        f"machine's speed changed during the sweep: points measured at different times can differ by up to "
-        f"{drift.spread:.2f}x without any effect of the axis, and a point's interval holds that only as far as its "
-        "own repeats were spread over the same time."
-    )
-
-
 def plan_order(row: dict):
     index = row.get("trial_index")
     return (index is None, index if index is not None else 0, str(row.get("recorded_at") or ""))
@@ -211,6 +183,7 @@ def cell(value) -> str:
     return "" if value is None else re.sub(r"\s+", " ", str(value)).replace("|", "\\|").strip()
 
 
+# Our own: pandas' DataFrame.to_markdown needs tabulate, which is no dependency, and a pipe table is three lines
 def md_table(columns: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])

@@ -1,5 +1,5 @@
 """How sure a step time is: a point's median over its repeats with a 95% confidence interval, its ratio to the study's
-reference with an interval and a verdict, the drift of the control point, and the F and t tails the fits need.
+reference with an interval and a verdict, and the drift of the control point.
 
 Why a hierarchical bootstrap: on the VMs this runs on a step varies ~10% around its trial's level, but whole trials
 shift level by 10-40% and the machine drifts over minutes. The steps of one trial are therefore not independent draws
@@ -11,22 +11,31 @@ steps: its interval ignores between-trial variation and is too narrow, which `Es
 
 Deterministic: RESAMPLES resamples from a generator seeded by SEED and the point's identity, so the same rows give the
 same report, and two points never share their random draws (shared draws would make a ratio's interval too narrow).
+
+Why not `scipy.stats.bootstrap` (https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.bootstrap.html): it
+resamples the observations of each sample at one level (independently, or paired across samples), so it cannot draw
+repeats and then steps inside each drawn repeat; it offers the percentile, basic and BCa intervals but not Hesterberg's
+expanded percentile interval `expansion` applies; and it builds every resample, where `resampled_medians` draws a
+resample's median directly. Its distributions are used where they fit: Student's t for the expansion here, the F tail
+in sweep/results/fit.py.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats as distributions  # not `stats`: this module's own name
 
 RESAMPLES = 2000  # the 2.5% tail then rests on 50 resamples: enough for a percentile that reads to two digits
-SEED = 12  # issue 12
+# Any fixed value does: it only makes a report repeat exactly. Another value would move every interval end by its Monte
+# Carlo error, so it stays the one the stored reports were written with.
+SEED = 12
 CONFIDENCE = 0.95
-Z_975 = 1.959963984540054  # the standard normal's 97.5% quantile
+NORMAL_975 = float(distributions.norm.ppf(0.975))  # 1.959963984540054
 STEPS_ONLY = "steps only: one repeat, the interval ignores between-trial variation"
 NO_MEASURABLE_EFFECT = "no measurable effect"
 
@@ -153,8 +162,9 @@ def expansion(parts: Sequence[tuple[np.ndarray, int]]) -> float:
     if raw <= 0:
         return 1.0
     spread_df = sum(c * c / (r - 1) for c, (_, r) in zip(corrected, variances, strict=True) if r > 1)
-    quantile = Z_975 if spread_df == 0 else t_quantile(0.975, sum(corrected) ** 2 / spread_df)
-    return math.sqrt(sum(corrected) / raw) * quantile / Z_975
+    # Welch-Satterthwaite by hand: scipy's (ttest_ind(equal_var=False).df) takes the samples, not bootstrap variances
+    quantile = NORMAL_975 if spread_df == 0 else float(distributions.t.ppf(0.975, sum(corrected) ** 2 / spread_df))
+    return math.sqrt(sum(corrected) / raw) * quantile / NORMAL_975
 
 
 def _with_interval(center: float, samples: np.ndarray, repeats: int, method: str) -> Estimate:
@@ -214,59 +224,3 @@ def control_drift(repeats: Sequence[tuple[float, Sequence[float] | None]]) -> Dr
     null = np.stack([resampled_medians(noise, RESAMPLES, rng, draws=s.size) for s in steps])
     p_value = float(np.mean(np.exp(null.max(axis=0) - null.min(axis=0)) >= spread))
     return Drift(spread, float(low), float(high), p_value)
-
-
-# ---- distributions (scipy is not a dependency) ---------------------------------------------------
-def regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b), by the continued fraction of Numerical Recipes (3rd ed., §6.4) with modified Lentz steps."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):  # the fraction converges fast on this side; use the symmetry on the other
-        return front * _beta_fraction(x, a, b) / a
-    return 1.0 - front * _beta_fraction(1.0 - x, b, a) / b
-
-
-def _beta_fraction(x: float, a: float, b: float) -> float:
-    tiny = 1e-300
-
-    def nonzero(v: float) -> float:
-        return v if abs(v) > tiny else tiny
-
-    c, d = 1.0, 1.0 / nonzero(1.0 - (a + b) * x / (a + 1))
-    result = d
-    for m in range(1, 500):
-        even = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        for term in (even, odd):
-            d = 1.0 / nonzero(1.0 + term * d)
-            c = nonzero(1.0 + term / c)
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return result
-
-
-def f_tail(f: float, d1: float, d2: float) -> float:
-    """P(F > f) for an F(d1, d2) variable: I_{d2/(d2 + d1 f)}(d2/2, d1/2) (Abramowitz & Stegun 26.6.2)."""
-    if f <= 0:
-        return 1.0
-    if math.isinf(f):
-        return 0.0
-    return regularized_beta(d2 / (d2 + d1 * f), d2 / 2, d1 / 2)
-
-
-@functools.lru_cache(maxsize=1024)
-def t_quantile(p: float, df: float) -> float:
-    """The p-quantile (p > 0.5) of Student's t, by bisection on P(|T| > t) = I_{df/(df+t^2)}(df/2, 1/2) (A&S 26.7.1)."""
-    tail = 2 * (1 - p)
-    low, high = 0.0, 1e7
-    for _ in range(200):
-        middle = 0.5 * (low + high)
-        if regularized_beta(df / (df + middle * middle), df / 2, 0.5) > tail:
-            low = middle
-        else:
-            high = middle
-    return 0.5 * (low + high)

@@ -21,6 +21,8 @@ from sweep.results.stats import control_drift
 from sweep.results.store import Store
 
 
+# Our own: pandas' DataFrame.to_string right-aligns, prints an index and draws no rule under the header, and its
+# to_markdown needs tabulate, which is no dependency
 def format_table(columns: list[str], rows: list[tuple]) -> str:
     def cell(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -87,7 +89,7 @@ def summary_lines(points: list[dict]) -> list[tuple]:
 
 
 def drift_line(repeats: list[dict]) -> str:
-    """The Drift section's verdict in one terminal line (sweep/results/report.py has the whole section)."""
+    """The Drift section's verdict in one terminal line (sweep/results/report_drift.py has the whole section)."""
     if len(repeats) < 2:
         return "drift: one control repeat, drift needs at least 2"
     drift = control_drift([(r["step_time_median_s"], step_times(r)) for r in repeats])

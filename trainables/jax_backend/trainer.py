@@ -7,7 +7,7 @@ own small XLA computation (jax's library functions that are jitted inside, such 
 jax.nn.dot_product_attention, stay jitted as units). Each step blocks until its results exist: the timing protocol
 reads the clock between calls.
 
-The matmul backend is chosen by XLA_FLAGS before jax starts (trainables/backends.py), so nothing here selects it;
+The matmul backend is chosen by XLA_FLAGS before jax starts (jax_backend/environment.py), so nothing here selects it;
 facts() reads back what ran. XLA's CPU thread pool (threads named tf_XLAEigen) sizes itself from the process's CPU
 affinity when its client starts, and has no thread-count setting: a trial whose `threads` differ from that fails.
 This module never imports torch: a framework=jax worker must not load it.
@@ -31,9 +31,10 @@ from jax import lax
 
 from hwctl.isa import bf16_native_reason
 from hwctl.microbench import MATMUL_REPEATS, MATMUL_SECONDS_PER_SIZE, MATMUL_SIZES, cached_peak
-from trainables.compile_setup import XLA_FUSION_OFF_PASSES, xla_kernel_counts
 from trainables.config import ConfigError, TrialConfig
-from trainables.jax_model import gpt_loss
+from trainables.jax_backend.environment import XLA_FUSION_OFF_PASSES
+from trainables.jax_backend.hlo_kernels import xla_kernel_counts
+from trainables.jax_backend.model import gpt_loss
 from trainables.trainer import Trainer
 from trainables.weights import ADAMW, initial_weights, sample_batches
 

@@ -1,13 +1,13 @@
-"""The decoder-only transformer LM of trainables/torch_model.py in NumPy float32, with a hand-written backward pass.
+"""The decoder-only transformer LM of trainables/torch_backend/model.py in NumPy float32, with a hand-written backward.
 
-Read it side by side with torch_model.py: the same classes in the same order. Each forward() returns its output and
+Read it side by side with the torch model: the same classes in the same order. Each forward() returns its output and
 what its backward() needs; backward() returns the gradient of the input and writes its weights' gradients into a
 `Gradients`. Weights keep PyTorch's names and layout (a Linear's weight is (out, in): x @ weight.T hands BLAS the
 transpose as a flag, no copy, measured as fast as a pre-transposed copy) as views into one flat buffer, so AdamW is a
-few whole-buffer operations (numpy_trainable.py). The output projection is `wte` itself (tied), so its gradient is the
+few whole-buffer operations (trainer.py). The output projection is `wte` itself (tied), so its gradient is the
 sum of the projection's and the embedding's, as in torch.
 
-Attention variants, GQA/MQA and the dropout sites are those of torch_model.py's manual path. Everything stays float32:
+Attention variants, GQA/MQA and the dropout sites are those of the torch model's manual path. Everything stays float32:
 NumPy 2 keeps float32 arrays float32 next to Python floats (NEP 50), and the NumPy scalars here are np.float32.
 Dropout draws from a NumPy generator keyed by cfg.seed, so its masks differ from torch's.
 """

@@ -15,13 +15,24 @@ import torch._inductor.custom_graph_pass  # loaded by torch._dynamo already
 
 from hwctl.isa import bf16_native_reason
 from hwctl.microbench import matmul_library, matmul_peak_gflops
-from trainables.compile_setup import INDUCTOR_FUSION_OFF, MARCH_SIMDLEN, inductor_compiler
-from trainables.config import INDUCTOR_COMPILES, TrialConfig
-from trainables.cxx_shim import LOG_DIR_VARIABLE, REAL_CXX_VARIABLE, compile_commands, kernel_command, logged_commands
-from trainables.fused_linear_act import fusion_evidence
-from trainables.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
-from trainables.quantization import QUANTIZED, apply_quantized_training
-from trainables.torch_model import GPT
+from trainables.config import TrialConfig
+from trainables.torch_backend.compile_setup import (
+    INDUCTOR_COMPILES,
+    INDUCTOR_FUSION_OFF,
+    MARCH_SIMDLEN,
+    inductor_compiler,
+)
+from trainables.torch_backend.cxx_shim import (
+    LOG_DIR_VARIABLE,
+    REAL_CXX_VARIABLE,
+    compile_commands,
+    kernel_command,
+    logged_commands,
+)
+from trainables.torch_backend.fused_linear_act import fusion_evidence
+from trainables.torch_backend.model import GPT
+from trainables.torch_backend.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
+from trainables.torch_backend.quantization import QUANTIZED, apply_quantized_training
 from trainables.trainer import Trainer
 from trainables.weights import initial_weights, sample_batches
 
@@ -278,7 +289,7 @@ def inductor_kernel_counts() -> dict:
 
 
 def cxx_facts(cfg: TrialConfig) -> dict:
-    """The compile lines the shim logged (trainables/cxx_shim.py; None without it) and the compiler's version."""
+    """The compile lines the shim logged (torch_backend/cxx_shim.py; None without it) and the compiler's version."""
     log_dir = os.environ.get(LOG_DIR_VARIABLE)
     commands = logged_commands(Path(log_dir)) if log_dir else None
     compiler = os.environ.get(REAL_CXX_VARIABLE) or shutil.which(inductor_compiler(cfg))

@@ -1,7 +1,8 @@
-"""A second framework for tests: a factorised bigram LM in pure NumPy, trained with a hand-written gradient and Adam.
+"""The fake framework's trainer: a factorised bigram LM in pure NumPy, trained with a hand-written gradient and Adam.
 
 It shows that a framework plugs in through trainables/trainer.py alone (registered for a test with
-BENCH_TRAINERS="fake=tests.fake_trainer:FakeTrainer"), and it takes the fused-step path a JAX trainer would take.
+BENCH_TRAINERS="fake=tests.fake_framework", or as the bare class "fake=tests.fake_framework.trainer:FakeTrainer"),
+and it takes the fused-step path a JAX trainer would take.
 It is not the GPT of the config: the row's FLOPs and MFU describe the configured model, so here they only test
 the plumbing. Its facts() fails the trial if anything loaded torch, which is how the tests see that the worker
 imports no framework but the trial's.

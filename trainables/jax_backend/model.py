@@ -1,11 +1,12 @@
-"""The decoder-only transformer LM of trainables/torch_model.py in JAX, as pure functions over a flat dict of weights.
+"""The decoder-only transformer LM of trainables/torch_backend/model.py in JAX, as pure functions over a flat dict of
+weights.
 
-Read it side by side with torch_model.py: the same sections in the same order, the same names and PyTorch's layout
+Read it side by side with the torch model: the same sections in the same order, the same names and PyTorch's layout
 (a Linear's weight is (out, in), so `linear` contracts with its second axis, as nn.Linear does), so the weights of
 trainables/weights.py load as they are and gradients come back in PyTorch's names. The output projection is `wte`
 itself (tied), so its gradient is the sum of the embedding's and the projection's, as in torch.
 
-Attention variants, GQA/MQA and the dropout sites are those of torch_model.py. Where torch's CPU kernels compute a
+Attention variants, GQA/MQA and the dropout sites are those of the torch model. Where torch's CPU kernels compute a
 bf16 op in fp32 inside (LayerNorm statistics, softmax), so does this. `key` is a jax.random key for dropout, None when
 dropout is off: then no random numbers are drawn at all.
 """

@@ -51,7 +51,7 @@ SUPPORTED_PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": t
 _VERBOSE_POST_OP = {"relu": "eltwise_relu", "gelu": "eltwise_gelu_erf", "silu": "eltwise_swish:1"}
 _REFERENCE = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
 QUANTISED_PRECISIONS: tuple[str, ...] = ("q8", "q4", "bitnet")
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # trainables/torch_backend/ -> the checkout
 
 
 @functools.cache
@@ -196,7 +196,7 @@ class FusedLinearAct(nn.Module):
 _EVIDENCE_SCRIPT = """
 import sys, torch
 from torch import nn
-from trainables.fused_linear_act import FusedLinearAct
+from trainables.torch_backend.fused_linear_act import FusedLinearAct
 rows, features, hidden, activation, dtype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], getattr(torch, sys.argv[5])
 torch.backends.mkldnn.matmul.fp32_precision = sys.argv[6]  # the caller's (blas=onednn sets bf16 math)
 linear = nn.Linear(features, hidden, bias=False).to(dtype)

@@ -1,4 +1,4 @@
-"""The NumPy trainer: trainables/numpy_model.py's hand-written forward and backward, and a hand-written AdamW.
+"""The NumPy trainer: trainables/numpy_backend/model.py's hand-written forward and backward, and a hand-written AdamW.
 
 One fused step per call (FUSED_STEP): nothing is asynchronous, but the forward, backward and update are one method
 here, as in JAX, so the timing protocol times the step whole. Matmuls run in the OpenBLAS NumPy's wheel ships; its
@@ -16,7 +16,7 @@ import threadpoolctl
 
 from hwctl.microbench import MATMUL_REPEATS, MATMUL_SECONDS_PER_SIZE, MATMUL_SIZES, cached_peak
 from trainables.config import TrialConfig
-from trainables.numpy_model import GPT, FlatParameters, Gradients
+from trainables.numpy_backend.model import GPT, FlatParameters, Gradients
 from trainables.trainer import Trainer
 from trainables.weights import ADAMW, initial_weights, parameter_shapes, sample_batches
 

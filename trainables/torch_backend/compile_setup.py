@@ -1,12 +1,11 @@
-"""The compiler keys of a trial (issue 15): the environment its worker starts with, what this node cannot compile, and
-the readers of what the compiler did.
+"""Inductor's compiler keys (compile, fusion, cxx, cxx_opt, march, simdlen; README "Compilers and the system under the
+trial"): the environment a compiled torch worker starts with, and what this node cannot compile.
 
-The launcher calls compile_environment() for every compiled trial with the cache folder the trial runs on (a fresh,
-empty one for jit_cache=cold; for warm, the folder an earlier worker of the same config compiled into), and
-compile_unsupported_reason() at plan validation. Neither runs a compiler, nor imports a framework: they run on every
-launch. What each framework applies inside the worker (Inductor options, the jax cache listener) and reads back
-after the timed region is in trainables/torch_trainable.py and trainables/jax_trainable.py; the reader of XLA's
-optimized HLO (fused and generated kernels) is here, as it needs no jax.
+torch's declaration (trainables/torch_backend/support.py) calls inductor_environment() for every compiled trial with
+the cache folder the trial runs on (a fresh, empty one for jit_cache=cold; for warm, the folder an earlier worker of
+the same config compiled into), and compile_unsupported_reason() at plan validation. Neither runs a compiler, nor
+imports torch: they run on every launch. What the worker applies (Inductor options) and reads back after the timed
+region is in trainables/torch_backend/trainer.py. `cfg` is a TrialConfig (unannotated: trainables/support.py).
 """
 
 from __future__ import annotations
@@ -19,24 +18,18 @@ import tempfile
 from pathlib import Path
 
 from hwctl.isa import ISA_CAPS, cpu_flags
-from trainables.config import INDUCTOR_COMPILES, TrialConfig
-from trainables.cxx_shim import LOG_DIR_VARIABLE, REAL_CXX_VARIABLE, write_shim
+from trainables.torch_backend.cxx_shim import LOG_DIR_VARIABLE, REAL_CXX_VARIABLE, write_shim
 
+# compile values whose code Inductor generates: the only ones the C++ compiler keys change
+INDUCTOR_COMPILES = ("inductor", "inductor-max-autotune")
 INDUCTOR_CACHE = "inductor"  # TORCHINDUCTOR_CACHE_DIR: FX graph cache, AOTAutograd cache, compiled kernels
-JAX_CACHE = "jax"  # jax_compilation_cache_dir: serialised XLA executables
-JAX_CACHE_ENV = {
-    # jax reads its flags from these variables when it loads (jax/_src/config.py). Without the two thresholds a
-    # program that compiles in under 1 s is never cached: measured here, a small train step compiled in 0.86 s
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
-}
-# fusion=off under Inductor (Inductor config, applied as torch.compile options; trainables/torch_trainable.py). Fusion
-# happens in two places, and max_fusion_size=1 alone stops only the second: a pointwise op is inlined into the loop of
-# its consumer while the graph is lowered, never becoming a buffer of its own, so `cpp_fused_gelu_native_layer_norm`
-# survived it. Measured on a depth-1 width-32 model's training step (fused: kernels computing more than one op):
-# default 32 kernels, 27 fused; max_fusion_size=1: 54, 39 fused; with realize_each_op: 147, 0 fused; all of the
-# settings below: 145, 0 fused (torch 2.13).
-# - realize_each_op: a post-grad pass (torch_trainable.RealizeEachOp) marks every op of the graph but views with
+# fusion=off under Inductor (Inductor config, applied as torch.compile options; trainables/torch_backend/trainer.py).
+# Fusion happens in two places, and max_fusion_size=1 alone stops only the second: a pointwise op is inlined into the
+# loop of its consumer while the graph is lowered, never becoming a buffer of its own, so
+# `cpp_fused_gelu_native_layer_norm` survived it. Measured on a depth-1 width-32 model's training step (fused: kernels
+# computing more than one op): default 32 kernels, 27 fused; max_fusion_size=1: 54, 39 fused; with realize_each_op:
+# 147, 0 fused; all of the settings below: 145, 0 fused (torch 2.13).
+# - realize_each_op: a post-grad pass (torch_backend.trainer.RealizeEachOp) marks every op of the graph but views with
 #   Inductor's `inductor_realize_to_strides`, so GraphLowering.run_node makes its result a buffer (the mark Inductor's
 #   own decompose_mem_bound_mm pass sets on single nodes): no op is inlined into another's loop.
 # - max_fusion_size=1: the scheduler puts no two buffers in one kernel (vertical, horizontal and C++ outer-loop
@@ -51,8 +44,6 @@ INDUCTOR_FUSION_OFF = {
     "prologue_fusion": False,
     "pattern_matcher": False,
 }
-# fusion=off under XLA: its fusion passes by name (XLA_FLAGS --xla_disable_hlo_passes, see trainables/backends.py)
-XLA_FUSION_OFF_PASSES = ("fusion",)
 # flags of the x86-64 micro-architecture levels (the psABI's), as /proc/cpuinfo names them: code built with
 # -march=x86-64-vN dies with SIGILL on a CPU without them
 MARCH_FLAGS = {
@@ -70,23 +61,15 @@ MARCH_SIMDLEN = {"x86-64": 0, "x86-64-v2": 0, "x86-64-v3": 256}
 SIMDLEN_FLAGS = {256: ISA_CAPS["avx2"][0], 512: ISA_CAPS["avx512"][0]}
 
 
-def inductor_compiler(cfg: TrialConfig) -> str:
+def inductor_compiler(cfg) -> str:
     """The C++ compiler Inductor would run for `cfg` (its auto: $CXX, else g++), as named."""
     return cfg.cxx or os.environ.get("CXX") or "g++"
 
 
-def compile_environment(cfg: TrialConfig, cache_dir: Path) -> dict[str, str]:
-    """Variables the worker of a compiled trial starts with: its compile cache in `cache_dir` and, for Inductor, the
-    logging compiler shim and -march. {} for eager. Writes the shim and a log folder into `cache_dir`; runs nothing."""
-    if cfg.compile == "eager":
-        return {}
-    cache_dir = Path(cache_dir).absolute()
-    cache = cache_dir / (JAX_CACHE if cfg.framework == "jax" else INDUCTOR_CACHE)
-    if cfg.jit_cache == "cold" and cache.exists() and any(cache.iterdir()):
-        raise ValueError(f"jit_cache=cold needs an empty compile cache, and {cache} holds a primed one")
-    cache.mkdir(parents=True, exist_ok=True)
-    if cfg.framework == "jax":
-        return {"JAX_COMPILATION_CACHE_DIR": str(cache)} | JAX_CACHE_ENV
+def inductor_environment(cfg, cache_dir: Path, cache: Path) -> dict[str, str]:
+    """Variables the worker of a compiled torch trial starts with: Inductor's cache in `cache` (made, and checked
+    empty for a cold trial) and, for the compiles that generate C++ code, the logging compiler shim and -march. Writes
+    the shim and a log folder into `cache_dir`; runs nothing."""
     env = {"TORCHINDUCTOR_CACHE_DIR": str(cache)}
     if cfg.compile not in INDUCTOR_COMPILES:  # aot_eager: no C++ code, and no cache kept for it (the folder anyway)
         return env
@@ -125,7 +108,7 @@ def _compiler_family(path: str) -> str | None:
     return "gcc" if re.search(r"(gcc|g\+\+|gnu-c\+\+)", path) else None
 
 
-def compile_unsupported_reason(cfg: TrialConfig, flags: set[str] | None = None) -> str | None:
+def compile_unsupported_reason(cfg, flags: set[str] | None = None) -> str | None:
     """Why this node cannot run the compiler keys of `cfg` as asked, or None. `flags`: the CPU's (default: read from
     /proc/cpuinfo, or the simulated CPU BENCH_CPUINFO names)."""
     if cfg.compile not in INDUCTOR_COMPILES:
@@ -147,39 +130,3 @@ def compile_unsupported_reason(cfg: TrialConfig, flags: set[str] | None = None) 
         if missing:
             return f"march={cfg.march!r} code would not run here: this CPU lacks {', '.join(sorted(missing))}"
     return None
-
-
-# ---- reading back what the compiler made ----------------------------------------------------------------------------
-XLA_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+ = [^=]*?\s([\w\-]+)\(")
-XLA_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-XLA_CALLS = re.compile(r"calls=%?([\w.\-]+)")
-XLA_APPLIES = re.compile(r"(?:to_apply|comparator)=%?([\w.\-]+)")  # a reduction's or sort's scalar function
-# instructions that run no code of their own: they name, reshape the view of or group buffers
-XLA_NO_CODE = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "after-all", "partition-id"}
-
-
-def xla_kernel_counts(hlo_text: str) -> dict[str, int]:
-    """{fused_kernels, generated_kernels} of optimized HLO text. generated: the instructions that run code of their own
-    (a fusion counts once; parameters, tuples, bitcasts none) in the computations that run as such (not a fusion's
-    body, nor a reduction's scalar function); fused: the fusions whose body computes more than one instruction
-    (XLA:CPU wraps single ops into fusions too, its fusion-wrapper pass)."""
-    computations: dict[str, list[str]] = {}
-    fusion_bodies, inlined = set(), set()
-    current = None
-    for line in hlo_text.splitlines():
-        header = XLA_COMPUTATION.match(line)
-        if header and " = " not in line.split("{")[0]:
-            current = computations.setdefault(header.group(1), [])
-            continue
-        instruction = XLA_INSTRUCTION.match(line)
-        if instruction is None or current is None:
-            continue
-        current.append(instruction.group(1))
-        inlined.update(XLA_APPLIES.findall(line))
-        if instruction.group(1) == "fusion":
-            fusion_bodies.update(XLA_CALLS.findall(line))
-    ops = {name: sum(op not in XLA_NO_CODE for op in opcodes) for name, opcodes in computations.items()}
-    return {
-        "fused_kernels": sum(ops.get(body, 0) > 1 for body in fusion_bodies),
-        "generated_kernels": sum(count for name, count in ops.items() if name not in fusion_bodies | inlined),
-    }

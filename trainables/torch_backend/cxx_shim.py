@@ -30,7 +30,7 @@ def write_shim(real_cxx: str, folder: Path, opt: str | None = None) -> Path:
     replace = f'    [ "$arg" = {INDUCTOR_OPT} ] && arg=-{opt}\n' if opt else ""
     shim.write_text(
         "#!/bin/sh\n"
-        f"# Inductor's C++ compiler for one trial, written by trainables/cxx_shim.py: logs, then runs {real_cxx}\n"
+        f"# Inductor's C++ compiler for one trial, written by torch_backend/cxx_shim.py: logs, then runs {real_cxx}\n"
         "for arg do\n"
         "    shift\n"
         f"{replace}"

@@ -96,7 +96,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.up_act = None  # fused_linear_act: up and act as one oneDNN kernel over up's own weight
         if cfg.fused_linear_act:
-            from trainables.fused_linear_act import FusedLinearAct
+            from trainables.torch_backend.fused_linear_act import FusedLinearAct
 
             self.up_act = FusedLinearAct(self.up, cfg.activation)
 

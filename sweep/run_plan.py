@@ -1,0 +1,40 @@
+"""`bench.py run` from a plan to its report: a new sweep's plan checked before Ray starts, the sweep run
+(sweep/runner.py `run_sweep`), then its study summary, closing line and report printed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sweep.console import sweep_closing
+from sweep.ledger import SweepLedger
+from sweep.nodes import expand_here
+from sweep.plan import expand_plan
+from sweep.results.store import Store
+from sweep.results.tables import study_summary
+from sweep.runner import run_sweep
+
+
+def check_new_plan(document, source: str, *, address: str | None, record_unsupported: bool) -> None:
+    """A PlanError now, before Ray starts, for a plan that cannot run: on this machine alone, every problem;
+    on a cluster (address), the plan's own problems, since what each node can run is asked on the node."""
+    if not address:
+        expand_plan(document, source, record_unsupported=record_unsupported)
+    else:
+        expand_here(document, source)
+
+
+def run_plan(document: dict | None, source: str | None, result_dir: Path, **sweep_options) -> SweepLedger:
+    """The sweep (a new one from document, or with resume=True the one it continues) run with run_sweep's
+    options, then its study summary, closing line and report printed; returns it."""
+    started = time.perf_counter()
+    sweep = run_sweep(document, source, result_dir, **sweep_options)
+    wall = time.perf_counter() - started
+    print()
+    print(study_summary(Store(result_dir), sweep.sweep_id))
+    print(sweep_closing(sweep, wall, result_dir))
+    from sweep.results.report import write_report
+
+    print(f"report: {write_report(Store(result_dir), sweep.sweep_id)}")
+    return sweep

@@ -1,0 +1,98 @@
+"""What the torch trainer can run, and what its worker needs before it starts: torch's declaration (no torch imported).
+
+Config validation reads it in every process, the sweep's driver included; the launcher calls its hooks before each
+worker starts. The trainer that runs it is trainables/torch_backend/trainer.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from trainables.support import MIB, FrameworkSupport, load_target
+from trainables.torch_backend.compile_setup import (
+    INDUCTOR_CACHE,
+    INDUCTOR_COMPILES,
+    compile_unsupported_reason,
+    inductor_environment,
+)
+
+QUANTIZED = ("q8", "q4", "bitnet")
+Q4_GROUP_SIZE = 32  # trainables/torch_backend/quantization.GROUP_SIZE (not imported: that module imports torch)
+# loaded only for a config with fused_linear_act=true: it runs the fused kernel once, so it imports torch
+FUSED_KERNEL_CHECK = "trainables.torch_backend.fused_linear_act:fused_unsupported_reason"
+
+
+class TorchSupport(FrameworkSupport):
+    def config_error(self, cfg) -> str | None:
+        if cfg.fused_linear_act and cfg.precision in QUANTIZED:
+            return (
+                f"fused_linear_act=True cannot run with precision={cfg.precision!r}: the fused oneDNN kernel would "
+                "bypass the fake-quantised Linear (use fp32, bf16 or mixed)"
+            )
+        if cfg.precision == "q4":  # torchao's int4 weights come in groups of 32 along each Linear's input
+            inputs = {"width": cfg.width, "heads × head_dim": cfg.attn_dim, "the MLP hidden": cfg.mlp_hidden}
+            odd = [f"{name} {size}" for name, size in inputs.items() if size % Q4_GROUP_SIZE]
+            if odd:
+                return (
+                    f"precision='q4' quantises weights in groups of {Q4_GROUP_SIZE} input features: {', '.join(odd)} "
+                    f"must be multiples of {Q4_GROUP_SIZE}"
+                )
+        return None
+
+    def worker_environment(self, cfg, inherited: Mapping[str, str]) -> dict[str, str]:
+        # libgomp prints what it runs with as it loads: the row's omp_runtime (true leaves out GOMP_SPINCOUNT)
+        return {"OMP_DISPLAY_ENV": "verbose"}
+
+    def compiler_environment(self, cfg, cache_dir: Path, cache: Path) -> dict[str, str]:
+        return inductor_environment(cfg, cache_dir, cache)
+
+    def unsupported_reason(self, cfg) -> str | None:
+        if cfg.fused_linear_act:  # whether this node's oneDNN runs the fused kernel in the trial's dtype
+            reason = load_target(FUSED_KERNEL_CHECK)(cfg.activation, cfg.precision)
+            if reason:
+                return reason
+        return compile_unsupported_reason(cfg)  # a C++ compiler, -march or vector width this node lacks
+
+
+SUPPORT = TorchSupport(
+    trainer="trainables.torch_backend.trainer:TorchTrainer",
+    # aot_eager: graph capture and AOTAutograd without Inductor's code generation (the no-fusion compiled baseline)
+    compile=("eager", *INDUCTOR_COMPILES, "aot_eager"),
+    attn_backend=("sdpa", "manual"),
+    # q8, q4, bitnet: quantisation-aware training with torchao (trainables/torch_backend/quantization.py)
+    precision=("fp32", "bf16", "mixed", *QUANTIZED),
+    optimizer=("adamw", "sgd", "lamb", "lookahead"),  # lamb, lookahead: trainables/torch_backend/optimizers.py
+    # mkl: torch's fp32 GEMM (MKL SGEMM, seen in MKL_VERBOSE); onednn: the only switch that sends fp32 Linears to
+    # oneDNN, torch.backends.mkldnn.matmul.fp32_precision = "bf16" (it lets oneDNN use bf16 math where the CPU has it:
+    # the row's matmul_library names the kernel that ran)
+    blas=("mkl", "onednn"),
+    # interop_threads: torch's inter-op pool; isa: the cap ATen, MKL and oneDNN read; the omp_* keys: OpenMP is
+    # torch's thread pool (libgomp), while XLA and OpenBLAS run their own
+    honours=frozenset(
+        {
+            "interop_threads",
+            "isa",
+            "fused_linear_act",
+            "freeze_layers",
+            "omp_proc_bind",
+            "omp_places",
+            "omp_wait",
+            "gomp_spincount",
+        }
+    ),
+    native_code_compiles=INDUCTOR_COMPILES,
+    fusing_compiles=INDUCTOR_COMPILES,
+    warm_cache_refusals={
+        "aot_eager": "torch 2.13 keeps no compiled graph of aot_eager between processes (AOTAutograd caches only "
+        "Inductor's), so there is no cache to warm"
+    },
+    compile_cache=INDUCTOR_CACHE,
+    # measured as trainables/memory.py says: `import torch, torch._dynamo` alone is 301 MiB of RSS (89 MiB of it
+    # file-backed library pages); the rest is the worker's other modules, the OpenMP/MKL threads and buffers after the
+    # first steps. torchao (q8/q4/bitnet) adds ~13 MiB of imports and pytorch_optimizer (lamb/lookahead) ~4 MiB:
+    # inside the margin, not added.
+    runtime_bytes=334 * MIB,
+    compile_runtime_bytes={"inductor": 87 * MIB},  # torch._inductor, its codegen and compiled kernels, in the worker
+    glibc_heap_slack=True,
+)
