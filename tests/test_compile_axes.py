@@ -15,10 +15,10 @@ import pytest
 
 from hwctl.isa import cpu_flags
 from tests.conftest import CPUINFO_FIXTURES, TINY
-from trainables.jax_backend.environment import framework_environment
-from trainables.torch_backend.compile_setup import compile_unsupported_reason
 from trainables.config import build_config
+from trainables.jax_backend.environment import framework_environment
 from trainables.launcher import DATA_DIR, compile_environment, run_trial
+from trainables.torch_backend.compile_setup import compile_unsupported_reason
 
 SMALL = TINY | {"depth": 1, "width": 32, "seq_len": 16, "batch_size": 2, "learning_rate": 0.01}
 STEPS = {"warmup_steps": 1, "measure_steps": 20, "measure_seconds": 0}

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from trainables.jax_backend.environment import framework_environment
 from trainables.config import build_config
+from trainables.jax_backend.environment import framework_environment
 
 TINY_JAX = dict(depth=2, width=64, heads=4, seq_len=32, batch_size=4, vocab_size=512, dataset="offline")
 # every model axis the frameworks implement apart, across three configs

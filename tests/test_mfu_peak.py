@@ -9,8 +9,8 @@ import pytest
 
 from hwctl.isa import bf16_native_reason
 from tests.conftest import CPUINFO_FIXTURES
-from trainables.torch_backend import trainer as torch_trainable
 from trainables.config import build_config
+from trainables.torch_backend import trainer as torch_trainable
 from trainables.torch_backend.trainer import TorchTrainer
 from trainables.worker import derived_metrics
 

@@ -11,8 +11,8 @@ import pytest
 import threadpoolctl
 
 from tests.conftest import REPO_ROOT
-from trainables.numpy_backend import trainer as numpy_trainable
 from trainables.config import build_config
+from trainables.numpy_backend import trainer as numpy_trainable
 from trainables.timing import StepTimes, measure, run_step
 from trainables.trainer import load_trainer
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from trainables.config import build_config
-from trainables.torch_backend.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
 from trainables.torch_backend.model import GPT
+from trainables.torch_backend.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
 from trainables.weights import ADAMW, initial_weights, sample_batches
 
 OPTIMIZERS = ("adamw", "sgd", "lamb", "lookahead")

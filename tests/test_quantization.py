@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from trainables.config import build_config
-from trainables.torch_backend.quantization import QUANTIZED, apply_quantized_training, precision_note
 from trainables.torch_backend.model import GPT
+from trainables.torch_backend.quantization import QUANTIZED, apply_quantized_training, precision_note
 from trainables.weights import ADAMW, initial_weights, sample_batches
 
 SMALL = dict(depth=2, width=64, heads=4, seq_len=32, batch_size=4, vocab_size=512, dataset="offline")

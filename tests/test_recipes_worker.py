@@ -1,5 +1,6 @@
-"""Each training-recipe value (issue 14) through the real worker (`bench.py trial`): it trains, and the row records
-what was really built, read back from the objects; impossible combinations exit with a clear message."""
+"""Each training-recipe value (README.md, "Training recipes") through the real worker (`bench.py trial`): it trains,
+and the row records what was really built, read back from the objects; impossible combinations exit with a clear
+message."""
 
 from __future__ import annotations
 

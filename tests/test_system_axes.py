@@ -1,6 +1,6 @@
-"""The system axes (issue 15): OpenMP binding and wait policy, SMT siblings, NUMA memory binding and the worker's nice
-value. Each value changes what it claims, read back from a real worker where this node can run it, and each value
-this node cannot honour is an unsupported row with the reason."""
+"""The system axes (README.md, "Compilers and the system under the trial"): OpenMP binding and wait policy, SMT
+siblings, NUMA memory binding and the worker's nice value. Each value changes what it claims, read back from a real
+worker where this node can run it, and each value this node cannot honour is an unsupported row with the reason."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from tests.fake_framework.trainer import FakeTrainer
 from trainables.columns import unknown_columns
 from trainables.config import ConfigError, build_config
 from trainables.timing import PHASES_FUSED, measure
-from trainables.trainer import framework_names, load_trainer, parse_trainers
+from trainables.trainer import framework_names, framework_support, load_trainer, parse_trainers
 
 FAKE = "fake=tests.fake_framework"  # a package with its own declaration (support.py)
 FAKE_CLASS = "fake=tests.fake_framework.trainer:FakeTrainer"  # the older form: a trainer class, no declaration
@@ -119,6 +119,18 @@ def test_the_config_modules_name_no_framework():
     for module in CONFIG_MODULES:
         source = (REPO_ROOT / "trainables" / module).read_text()
         assert framework_names_in(source) == [], module
+
+
+def test_the_readme_framework_table_is_the_declarations():
+    readme = (REPO_ROOT / "README.md").read_text()
+    header = "| framework | compile | attn_backend | precision | optimizer | blas (first = auto) |"
+    lines = readme[readme.index(header) :].splitlines()[2:5]
+    keys = ("compile", "attn_backend", "precision", "optimizer", "blas")
+    expected = [
+        f"| {name} | " + " | ".join(", ".join(framework_support(name).values(key)) for key in keys) + " |"
+        for name in ("torch", "jax", "numpy")
+    ]
+    assert lines == expected
 
 
 def test_fake_trainer_learns_and_reports_no_phase_split(tokens, tiny):
