@@ -18,12 +18,13 @@ library probe keys on): about 10 s per sweep instead of 55-90 s. A hit costs und
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+
+from filelock import FileLock
 
 from hwctl.cores import format_cpu_list
 from hwctl.files import atomic_write_text
@@ -85,8 +86,7 @@ def _section_for_update(cache_dir: Path, fingerprint_id: str):
     """This host's section of the cache file, written back on exit, under a lock: another worker may write too."""
     path = Path(cache_dir) / CACHE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{CACHE_FILE}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(path.with_name(f".{CACHE_FILE}.lock")):  # flock(2) on Linux, released on exit even by a crash
         cache = _read_cache(path)
         section = cache.setdefault(
             _section_key(fingerprint_id), {"host": socket.gethostname(), "fingerprint_id": fingerprint_id}

@@ -304,3 +304,26 @@ def test_the_watched_cpus_are_every_threads_not_the_main_threads_place():
     env = os.environ | {"OMP_PLACES": f"{{{second}}},{{{first}}}", "OMP_PROC_BIND": "spread", "OMP_NUM_THREADS": "2"}
     run = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     assert run.stdout.strip() == f"[{second}] [{first}, {second}]", run.stderr  # the main thread sees one place
+
+
+def _store_entries(cache_dir: str, first: int, count: int) -> None:
+    from hwctl.peak_cache import store_entry
+
+    for key in range(first, first + count):
+        store_entry(cache_dir, "fp", f"k{key}", float(key), "test", "2026-01-01T00:00:00")
+
+
+def test_writers_in_several_processes_lose_no_entry(tmp_path):
+    # each store is a read-modify-write of the whole file: without the lock, processes overwrite each other's entries
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_store_entries, args=(str(tmp_path), 50 * i, 50)) for i in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+    assert [writer.exitcode for writer in writers] == [0, 0, 0, 0]
+    (section,) = json.loads((tmp_path / CACHE_FILE).read_text()).values()
+    assert sorted(section["peaks"]) == sorted(f"k{key}" for key in range(200))
+    assert section["peaks"]["k137"]["value"] == 137.0
