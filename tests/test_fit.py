@@ -106,7 +106,7 @@ def test_bend_scores_edge_cases():
 
 
 def test_three_point_knee_is_no_evidence_of_a_bend():
-    # the "knee in heads" of issue 12: slopes 0.20 and -0.29 through three points, R² 1.000 because it is exact
+    # a "knee" an early report drew through three head counts: slopes 0.20 and -0.29, R² 1.000 because it is exact
     fit = segmented_fit([2, 4, 8], [0.100, 0.115, 0.094])
     assert fit["r2"] == 1.0 and fit["p_value"] is None
     assert bend_evidence(fit).startswith("3 distinct positive values; a two-segment fit in log-log has 4 parameters")

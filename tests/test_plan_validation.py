@@ -36,7 +36,8 @@ def test_shipped_plans_are_valid(simulated_cpu, tmp_path):
     quick = load_plan("quick", **here)
     studies = {t.study for t in quick.trials}
     assert {"width", "batch_size", "attention", "precision", "compile", "cores", "allocator"} <= studies
-    # issue 15's axes: a study each; on this node without SMT or a second NUMA node, what needs them is skipped
+    # the compiler and system axes (README.md, "Compilers and the system under the trial"): a study each; on this
+    # node without SMT or a second NUMA node, what needs them is skipped
     assert {"fusion", "jit_cache", "omp_proc_bind", "omp_wait", "numa", "dataset_tokens"} <= studies
     assert "smt" in studies  # its {} point (whole cores); the siblings point is skipped with the reason
     assert [t.point for t in quick.trials if t.study == "smt"] == [{}]
