@@ -101,6 +101,7 @@ class SweepLedger:
         self.recorded_here = 0
         self.shared_here = 0  # of those, copies of a measurement another study's pair made
         self.steps_s = 0.0  # time inside warm-up + measured steps of the trials run by this driver
+        self.wall_time = None  # a run's sweep/results/wall_time.py WallTime, fed each row recorded
         self.lost_nodes: set[str] = set()
 
     @property
@@ -126,6 +127,8 @@ class SweepLedger:
         self.shared_here += bool(row.get("shared_from"))
         if row.get("status") == "ok" and not row.get("shared_from"):
             self.steps_s += row["timed_region_s"] - row["time_to_first_step_s"]
+        if self.wall_time is not None:
+            self.wall_time.add_row(row)
         self._progress(row)
         self._record_shares(identity, row)
         return row

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from sweep.console import sweep_closing
@@ -13,6 +12,7 @@ from sweep.nodes import expand_here
 from sweep.plan import expand_plan
 from sweep.results.store import Store
 from sweep.results.tables import study_summary
+from sweep.results.wall_time import WallTime, breakdown_text, save_breakdown
 from sweep.runner import run_sweep
 
 
@@ -27,14 +27,21 @@ def check_new_plan(document, source: str, *, address: str | None, record_unsuppo
 
 def run_plan(document: dict | None, source: str | None, result_dir: Path, **sweep_options) -> SweepLedger:
     """The sweep (a new one from document, or with resume=True the one it continues) run with run_sweep's
-    options, then its study summary, closing line and report printed; returns it."""
-    started = time.perf_counter()
-    sweep = run_sweep(document, source, result_dir, **sweep_options)
-    wall = time.perf_counter() - started
-    print()
-    print(study_summary(Store(result_dir), sweep.sweep_id))
-    print(sweep_closing(sweep, wall, result_dir))
-    from sweep.results.report import write_report
+    options, then its study summary, closing line, where the time went and report printed; returns it."""
+    wall_time = WallTime()
+    sweep = run_sweep(document, source, result_dir, wall_time=wall_time, **sweep_options)
+    with wall_time.section("report"):
+        summary = study_summary(Store(result_dir), sweep.sweep_id)
+        # saved first, so that the report shows this run (all but the report's own writing)
+        save_breakdown(result_dir, sweep.sweep_id, wall_time.breakdown())
+        from sweep.results.report import write_report
 
-    print(f"report: {write_report(Store(result_dir), sweep.sweep_id)}")
+        report = write_report(Store(result_dir), sweep.sweep_id)
+    breakdown = wall_time.breakdown()
+    save_breakdown(result_dir, sweep.sweep_id, breakdown, replace_last=True)
+    print()
+    print(summary)
+    print(sweep_closing(sweep, breakdown["total_s"], result_dir))
+    print(breakdown_text(breakdown))
+    print(f"report: {report}")
     return sweep

@@ -37,6 +37,7 @@ from sweep.nodes import Node, NodePlan, alive_ips, alive_nodes, nowhere_runnable
 from sweep.plan import CONTROL_STUDY, MAX_REPEATS, ORDER_KEYS, PlanError
 from sweep.refine import BendSampler, distribution_for, optuna_storage, study_name
 from sweep.results.store import Store
+from sweep.results.wall_time import WallTime
 from sweep.scheduler import LostNodeStopper, NodeQueue, sweep_order
 from sweep.tuning import NODE_SHARE, StoreWriter, fit_tuner, node_bundle, ray_session, tune_point_trial, tune_trial
 from trainables.config import ConfigError, build_config, field_kind
@@ -58,18 +59,24 @@ def run_sweep(
     quiet: bool = False,
     repeats: int | None = None,
     dashboard: bool = False,
+    wall_time: WallTime | None = None,
 ) -> SweepLedger:
     """Run (or, with resume, continue) a sweep on the selected nodes; returns it with its pairs in the store.
     `repeats` overrides the plan's own (`bench.py run --repeats N`). `dashboard` and its host and port apply to a
-    Ray started here (no `address`) only."""
+    Ray started here (no `address`) only. `wall_time` times the run's sections and takes every row recorded."""
     document = with_repeats(document, source, repeats, resume)
-    with ray_session(address, dashboard_host, dashboard_port, quiet, dashboard=dashboard):
-        if resume:
-            sweep, source = resumed_sweep(result_dir, resume_sweep, quiet)
-        else:
-            sweep = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet)
-        settle(sorted(alive_ips() & set(sweep.node_columns)), quiet)
-        _run(sweep, result_dir)
+    wall_time = wall_time or WallTime()
+    # the session less the sections inside it is Ray's start and stop
+    with wall_time.section("ray"), ray_session(address, dashboard_host, dashboard_port, quiet, dashboard=dashboard):
+        with wall_time.section("plan"):
+            if resume:
+                sweep, source = resumed_sweep(result_dir, resume_sweep, quiet)
+            else:
+                sweep = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet)
+        sweep.wall_time = wall_time
+        with wall_time.section("settle"):
+            settle(sorted(alive_ips() & set(sweep.node_columns)), quiet)
+        _run(sweep, result_dir, wall_time)
     done = not sweep.missing() and not sweep.refine_pending()
     write_manifest(result_dir, sweep, source, "finished" if done else "running")
     return sweep
@@ -185,7 +192,7 @@ def resumed_sweep(result_dir: Path, sweep_id: str | None, quiet: bool) -> tuple[
     return sweep, data["source"]
 
 
-def _run(sweep: SweepLedger, result_dir: Path) -> None:
+def _run(sweep: SweepLedger, result_dir: Path, wall_time: WallTime) -> None:
     present = {n.ip: n for n in alive_nodes() if n.ip in sweep.node_columns}
     if not sweep.quiet:
         nodes = ", ".join(f"{n.label} {n.cpus} CPUs" for n in present.values())
@@ -208,11 +215,13 @@ def _run(sweep: SweepLedger, result_dir: Path) -> None:
     def live() -> set[str]:  # the sweep's nodes still in the cluster
         return (alive_ips() & set(present)) - sweep.lost_nodes
 
-    for _ in range(3):  # later rounds: a pair Tune ended without a row (stopped, or its node just left)
-        if not sweep.missing_on(live()):
-            break
-        _run_pairs(sweep, sweep.missing_on(live()), cpus, result_dir)
-    refine_studies(sweep, [n for ip, n in present.items() if ip in live()], result_dir)
+    with wall_time.section("trials"):
+        for _ in range(3):  # later rounds: a pair Tune ended without a row (stopped, or its node just left)
+            if not sweep.missing_on(live()):
+                break
+            _run_pairs(sweep, sweep.missing_on(live()), cpus, result_dir)
+    with wall_time.section("refinement"):
+        refine_studies(sweep, [n for ip, n in present.items() if ip in live()], result_dir)
 
 
 def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], result_dir: Path) -> None:

@@ -8,8 +8,10 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from sweep.results.store import Store
+from sweep.results.wall_time import load_breakdowns
 from tests.bench_process import kill_session, run_bench, start_bench, write_plan
 from trainables.columns import unknown_columns
 
@@ -43,6 +45,17 @@ def test_smoke_plan_end_to_end(tmp_path):
     assert "width" in index and "attention" in index and "## Projections" in index
     pngs = list(report.glob("*.png"))
     assert len(pngs) >= 2 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    # where the time went: printed, stored per sweep and in the report; its lines add up to the run's wall time, and
+    # the trials' parts are the measured rows' own
+    (run,) = load_breakdowns(tmp_path, rows[0]["sweep"])
+    lines = {line["part"]: line["seconds"] for line in run["lines"]}
+    assert sum(lines.values()) == pytest.approx(run["total_s"])
+    measured = [r for r in rows if not r["shared_from"]]
+    assert run["trials"] == len(measured) >= 2
+    assert lines["trial: measured steps"] == pytest.approx(sum(r["measured_region_s"] for r in measured))
+    assert all(seconds >= 0 for part, seconds in lines.items() if not part.startswith("the driver"))
+    assert f"where the {run['total_s']:.0f} s went:" in done.stdout and "median fixed cost per trial" in done.stdout
+    assert "## Where the time went" in index and "| trial: measured steps |" in index
 
     sql = "SELECT study, count(*) AS n FROM trials GROUP BY study ORDER BY study"
     query = run_bench("query", sql, "--format", "json", "--result-dir", str(tmp_path))

@@ -282,6 +282,7 @@ METRIC_COLUMNS = [
     _metric("import_s", "float", "importing the framework in the worker", "s"),
     _metric("data_s", "float", "loading (or building) the token cache in the worker", "s"),
     _metric("build_s", "float", "building the model, optimizer and batches", "s"),
+    _metric("peak_s", "float", "the matmul peak after the timed region: measured, or read from the node's cache", "s"),
     _metric("data_build_s", "float", "tokenizer training and tokenization when the cache was built", "s"),
     _metric("wall_s", "float", "the worker process's wall time, seen by the parent", "s"),
     _metric(

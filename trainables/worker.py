@@ -120,7 +120,7 @@ def run(payload: dict) -> dict:
     numa_placement = read_numa_placement()
     worker_nice = os.getpriority(os.PRIO_PROCESS, 0)
     # after the timed region; on a cache miss measured here, under the trial's own CPUs, threads, allocator and ISA cap
-    peak = trainer.matmul_peak(cfg.threads, data_dir / "hw")
+    peak, peak_s = _timed(trainer.matmul_peak, cfg.threads, data_dir / "hw")
     result = (
         timing
         | data_meta
@@ -132,6 +132,7 @@ def run(payload: dict) -> dict:
             "import_s": import_s,
             "data_s": data_s,
             "build_s": build_s,
+            "peak_s": peak_s,
             "thread_affinity": thread_affinity,
             "thread_pools": thread_pools,
             "worker_nice": worker_nice,

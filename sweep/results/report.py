@@ -3,8 +3,9 @@
 In order: a header (plan, hosts, trial counts), how to read the intervals, the comparison across nodes for a sweep that
 ran on several (sweep/results/compare.py), the Drift section from the control point (sweep/results/report_drift.py),
 one section per study and node (sweep/results/report_study.py), then the whole-sweep tables: forward/backward/optimizer,
-projections and the trials that did not finish ok (sweep/results/report_tables.py). Rows written by older versions lack
-some columns: every column is read with .get() and may be None/NaN.
+projections and the trials that did not finish ok (sweep/results/report_tables.py), and where the runs' wall time
+went (sweep/results/wall_time.py). Rows written by older versions lack some columns: every column is read with .get()
+and may be None/NaN.
 
 A sweep that ran on several nodes never mixes them in one curve or fit: each study gets one section per node (titled
 "on host (ip)"), and the "Across nodes" section puts the nodes side by side first.
@@ -22,6 +23,7 @@ from sweep.results.report_tables import not_ok, phase_table, projections
 from sweep.results.rows import clean_row, is_control, latest_sweep, plan_order, point_rows, study_shape, time_order
 from sweep.results.stats import CONFIDENCE, RESAMPLES, SEED
 from sweep.results.store import EmptyStore, Store
+from sweep.results.wall_time import breakdown_markdown, load_breakdowns
 
 READING = (
     f"How to read the step times: each point's median step time is the median over its repeats (trials of the same "
@@ -63,6 +65,7 @@ def write_report(
     parts += [drift_section(control, nodes)]
     parts += [study_section(name, section_points, out, node) for name, node, section_points in sections]
     parts += [phase_table(rows, noisy_cv), projections(points, tokens), not_ok(rows)]
+    parts += [breakdown_markdown(load_breakdowns(store.root, sweep_id))]
     index = out / "index.md"
     index.write_text("\n\n".join(parts) + "\n")
     return index
