@@ -15,7 +15,7 @@ from trainables.trainer import framework_support
 from trainables.weights import parameter_shapes
 
 QUANTIZED = ("q8", "q4", "bitnet")
-Q4_GROUP_SIZE = 32  # trainables/torch_backend/quantization.GROUP_SIZE (not imported: that module imports torch)
+Q4_GROUP_SIZE = 32  # trainables/torch_backend/support.py Q4_GROUP_SIZE (the core imports no framework package)
 FP32, BF16, INT64 = 4, 2, 8
 
 

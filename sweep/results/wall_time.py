@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from hwctl.files import atomic_write_text
+from trainables.columns import now_iso
 
 # the driver's sections, in the order they run
 SECTIONS = {
@@ -141,7 +142,7 @@ def save_breakdown(result_dir: Path, sweep_id: str, breakdown: dict, replace_las
     runs = load_breakdowns(result_dir, sweep_id)
     if replace_last and runs:
         runs.pop()
-    runs.append(breakdown | {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    runs.append(breakdown | {"finished_at": now_iso()})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(runs, indent=1))
     return path
@@ -187,7 +188,11 @@ def breakdown_markdown(runs: list[dict]) -> str:
         summary = (
             f"{title}{total:.0f} s in all, {run['steps_s']:.0f} s ({run['steps_share']:.0%}) inside warm-up + measured "
             f"steps"
-            + (f"; median fixed cost per trial {fixed:.2f} s over {run['trials']} measured trials" if fixed else "")
+            + (
+                f"; median fixed cost per trial {fixed:.2f} s over {run['trials']} measured trials"
+                if fixed is not None
+                else ""
+            )
         )
         parts += [summary + ". The report's own writing is not in its table.", "\n".join(table)]
     return "\n\n".join(parts)

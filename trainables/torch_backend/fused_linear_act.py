@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.torch_backend.support import QUANTIZED
+
 # model activation name -> (oneDNN post-op attr of _linear_pointwise, its algorithm argument)
 _ONEDNN_ATTR: dict[str, tuple[str, str | None]] = {
     "relu": ("relu", None),
@@ -50,7 +52,6 @@ SUPPORTED_PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": t
 # how ONEDNN_VERBOSE names each post-op (swish's alpha is 1 for silu)
 _VERBOSE_POST_OP = {"relu": "eltwise_relu", "gelu": "eltwise_gelu_erf", "silu": "eltwise_swish:1"}
 _REFERENCE = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
-QUANTISED_PRECISIONS: tuple[str, ...] = ("q8", "q4", "bitnet")
 _REPO_ROOT = Path(__file__).resolve().parents[2]  # trainables/torch_backend/ -> the checkout
 
 
@@ -78,7 +79,7 @@ def fused_unsupported_reason(activation: str, precision: str) -> str | None:
     supported = f"fused_linear_act=true supports activation {', '.join(SUPPORTED_ACTIVATIONS)} with precision {', '.join(SUPPORTED_PRECISIONS)}"
     if activation not in _ONEDNN_ATTR:
         return f"{supported}; got activation {activation!r}"
-    if precision in QUANTISED_PRECISIONS:
+    if precision in QUANTIZED:
         # they train through fake-quantised Linears: the oneDNN kernel would bypass the quantisation
         return (
             f"{supported}; got precision {precision!r} (the fused oneDNN kernel would bypass its fake-quantised Linear)"

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-QUANTIZED = ("q8", "q4", "bitnet")
-GROUP_SIZE = 32  # q4's weight group: each Linear's in_features must be a multiple (no fallback, a clear error)
+from trainables.torch_backend.support import Q4_GROUP_SIZE as GROUP_SIZE
+from trainables.torch_backend.support import QUANTIZED
+
 KEPT_FP32 = "wte/lm_head (tied), wpe, LayerNorms"
 NOTES = {
     "q8": "q8 trains with int8 per-channel weights and int8 per-token activations fake-quantised by torchao QAT "

@@ -17,8 +17,9 @@ from trainables.torch_backend.compile_setup import (
     inductor_environment,
 )
 
-QUANTIZED = ("q8", "q4", "bitnet")
-Q4_GROUP_SIZE = 32  # trainables/torch_backend/quantization.GROUP_SIZE (not imported: that module imports torch)
+QUANTIZED = ("q8", "q4", "bitnet")  # quantisation-aware training (trainables/torch_backend/quantization.py)
+# q4's weight group: each Linear's in_features must be a multiple (no fallback, a clear error)
+Q4_GROUP_SIZE = 32
 # loaded only for a config with fused_linear_act=true: it runs the fused kernel once, so it imports torch
 FUSED_KERNEL_CHECK = "trainables.torch_backend.fused_linear_act:fused_unsupported_reason"
 
