@@ -12,6 +12,7 @@ measuring pair is already stored but which lacks its own row (a driver killed be
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 
@@ -68,6 +69,7 @@ def pair_columns(pair: dict) -> dict:
         "trial_order": pair.get("trial_order"),
         "order_seed": pair.get("order_seed"),
         "reference": json.dumps(pair["reference"]) if pair.get("reference") else None,
+        "measure_rule": pair.get("measure_rule"),
     }
 
 
@@ -103,6 +105,12 @@ class SweepLedger:
         self.steps_s = 0.0  # time inside warm-up + measured steps of the trials run by this driver
         self.wall_time = None  # a run's sweep/results/wall_time.py WallTime, fed each row recorded
         self.lost_nodes: set[str] = set()
+        self.budget = None  # a budgeted sweep's sweep/budget.py Budget (None: no budget)
+        # (node, config_key) -> (seconds of a trial's cycle outside its measured steps, step time, the whole cycle) per
+        # measured trial
+        # this driver recorded: a cycle runs from the node's previous record to this one (Tune and the launcher in)
+        self.cycles: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        self._last_record: dict[str, float] = {}
 
     @property
     def nodes(self) -> list[str]:
@@ -127,11 +135,49 @@ class SweepLedger:
         self.shared_here += bool(row.get("shared_from"))
         if row.get("status") == "ok" and not row.get("shared_from"):
             self.steps_s += row["timed_region_s"] - row["time_to_first_step_s"]
+            self._time_cycle(row)
         if self.wall_time is not None:
             self.wall_time.add_row(row)
         self._progress(row)
         self._record_shares(identity, row)
         return row
+
+    def _time_cycle(self, row: dict) -> None:
+        now, node = time.perf_counter(), str(row.get("node"))
+        previous, self._last_record[node] = self._last_record.get(node), now
+        if previous is not None and row.get("measured_region_s") is not None:
+            outside = max(now - previous - row["measured_region_s"], 0.0)
+            cycle = (outside, row["step_time_median_s"], now - previous)
+            self.cycles.setdefault((node, row["config_key"]), []).append(cycle)
+
+    def expected_s(self, index: int) -> float | None:
+        """How long pair `index` should take, start to record: its config's median cycle outside the measured steps
+        (else the node's) plus the steps it will measure (`measure` of a later round, else as before); None while its
+        node has no timed cycle."""
+        pair, node = self.pairs[index], str(self.pairs[index]["node"])
+        key = pair["identity"].split("/")[-2]
+        own = self.cycles.get((node, key))
+        pool = own or [c for (n, _), cycles in self.cycles.items() if n == node for c in cycles]
+        if not pool:
+            return None
+        outside = sorted(c[0] for c in pool)[len(pool) // 2]
+        config = pair["config"] | pair.get("measure", {})
+        steps, seconds = config.get("measure_steps"), config.get("measure_seconds") or math.inf
+        step_s = sorted(c[1] for c in own)[len(own) // 2] if own else None
+        measured = min(steps * step_s, seconds) if step_s and steps else seconds
+        return outside + (measured if math.isfinite(measured) else 0.0)
+
+    def node_cycle_s(self, node: str) -> float | None:
+        """The median time a trial of this node took, start to record (None before one was timed here)."""
+        cycles = sorted(c[2] for (n, _), cs in self.cycles.items() if n == node for c in cs)
+        return cycles[len(cycles) // 2] if cycles else None
+
+    def drop(self, indices: list[int], reason: str) -> None:
+        """Pairs a budget left out: never run, not missing, and the pairs they would have measured for too."""
+        dropped = set(indices)
+        for i, pair in enumerate(self.pairs):
+            if i in dropped or pair.get("measured_by") in dropped:
+                pair["dropped"] = reason
 
     def _record_shares(self, identity: str, row: dict) -> None:
         """The same measurement as the row of every other study holding the config (this node, this repeat)."""
@@ -188,6 +234,7 @@ class SweepLedger:
             i
             for i, pair in enumerate(self.pairs)
             if pair["identity"] not in self.done
+            and not pair.get("dropped")
             and (pair.get("measured_by") is None or self.pairs[pair["measured_by"]]["identity"] in self.done)
         ]
 

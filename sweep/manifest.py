@@ -39,6 +39,8 @@ def write_manifest(result_dir: Path, sweep: SweepLedger, source: str, state: str
         "nodes": sweep.node_columns,
         "trials": sweep.pairs,
     }
+    if sweep.budget is not None:  # what a resumed run needs to spend only what is left (sweep/budget.py)
+        manifest["budget"] = sweep.budget.to_manifest()
     atomic_write_text(folder / f"{sweep.sweep_id}.json", json.dumps(manifest, indent=1, default=str))
 
 

@@ -50,3 +50,5 @@ class Plan:
     order_seed: int = 0  # seeds the shuffle of each round of repeats
     control_every: int = 0  # a control point (the baseline re-measured) every this many trials of a node; 0: none
     control: Trial | None = None  # the control point: the baseline as a trial of study 'control' (None: none here)
+    budget_s: float | None = None  # the run's time budget (sweep/budget.py); None: every round, however long
+    delta: float = 0.05  # racing's "no effect larger than delta" (sweep/results/racing.py)

@@ -10,6 +10,7 @@ from sweep.console import sweep_closing
 from sweep.ledger import SweepLedger
 from sweep.nodes import expand_here
 from sweep.plan import expand_plan
+from sweep.results.resolution import ratio_lines, resolution_text, sweep_budget
 from sweep.results.store import Store
 from sweep.results.tables import study_summary
 from sweep.results.wall_time import WallTime, breakdown_text, save_breakdown
@@ -32,6 +33,8 @@ def run_plan(document: dict | None, source: str | None, result_dir: Path, **swee
     sweep = run_sweep(document, source, result_dir, wall_time=wall_time, **sweep_options)
     with wall_time.section("report"):
         summary = study_summary(Store(result_dir), sweep.sweep_id)
+        budget = sweep_budget(result_dir, sweep.sweep_id)
+        summary += "\n\n" + resolution_text(ratio_lines(Store(result_dir).rows(sweep.sweep_id), budget), budget)
         # saved first, so that the report shows this run (all but the report's own writing)
         save_breakdown(result_dir, sweep.sweep_id, wall_time.breakdown())
         from sweep.results.report import write_report

@@ -30,12 +30,15 @@ import ray
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from hwctl.telemetry import wait_until_own_cpus_quiet
+from hwctl.housekeeping import trial_cpus, wait_until_trial_cpus_quiet
+from sweep.budget import Budget
 from sweep.ledger import SweepLedger, pair_of
 from sweep.manifest import load_manifest, new_sweep_id, write_manifest
 from sweep.nodes import Node, NodePlan, alive_ips, alive_nodes, nowhere_runnable, probe_nodes, select_nodes
 from sweep.plan import CONTROL_STUDY, MAX_REPEATS, ORDER_KEYS, PlanError
+from sweep.racing_rounds import racing_rounds
 from sweep.refine import BendSampler, distribution_for, optuna_storage, study_name
+from sweep.results.racing import FIRST_LOOK_ROUNDS
 from sweep.results.store import Store
 from sweep.results.wall_time import WallTime
 from sweep.scheduler import LostNodeStopper, NodeQueue, sweep_order
@@ -60,24 +63,31 @@ def run_sweep(
     repeats: int | None = None,
     dashboard: bool = False,
     wall_time: WallTime | None = None,
+    budget_s: float | None = None,
 ) -> SweepLedger:
     """Run (or, with resume, continue) a sweep on the selected nodes; returns it with its pairs in the store.
     `repeats` overrides the plan's own (`bench.py run --repeats N`). `dashboard` and its host and port apply to a
-    Ray started here (no `address`) only. `wall_time` times the run's sections and takes every row recorded."""
+    Ray started here (no `address`) only. `wall_time` times the run's sections and takes every row recorded.
+    `budget_s` overrides the plan's `budget` (`bench.py run --budget`): the whole run's seconds, Ray's start included."""
     document = with_repeats(document, source, repeats, resume)
+    if budget_s is not None and resume:
+        raise PlanError("--resume", ["--budget: a resumed sweep spends what is left of the budget it started with"])
     wall_time = wall_time or WallTime()
+    run_started = time.monotonic() - (time.perf_counter() - wall_time.started)
     # the session less the sections inside it is Ray's start and stop
     with wall_time.section("ray"), ray_session(address, dashboard_host, dashboard_port, quiet, dashboard=dashboard):
         with wall_time.section("plan"):
             if resume:
                 sweep, source = resumed_sweep(result_dir, resume_sweep, quiet)
             else:
-                sweep = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet)
+                sweep = new_sweep(document, source, result_dir, nodes, record_unsupported, quiet, budget_s)
+        if sweep.budget is not None:
+            sweep.budget.started = run_started
         sweep.wall_time = wall_time
         with wall_time.section("settle"):
             settle(sorted(alive_ips() & set(sweep.node_columns)), quiet)
-        _run(sweep, result_dir, wall_time)
-    done = not sweep.missing() and not sweep.refine_pending()
+        _run(sweep, result_dir, wall_time, source)
+    done = not sweep.missing() and (sweep.budget is not None or not sweep.refine_pending())
     write_manifest(result_dir, sweep, source, "finished" if done else "running")
     return sweep
 
@@ -98,7 +108,7 @@ def settle(node_ips: list[str], quiet: bool, timeout_s: float = 90.0) -> dict[st
     just measured its peaks, are busy for seconds. A task pinned to each node watches that node's own CPUs, all
     nodes at once; `timeout_s` is the wait's own limit (60 s) plus a worker's start-up. Returns each answering
     node's (seconds waited, last busy fraction)."""
-    task = ray.remote(wait_until_own_cpus_quiet)
+    task = ray.remote(wait_until_trial_cpus_quiet)  # the trials' CPUs: Ray's processes are off them
     waits = {
         ip: task.options(num_cpus=0, resources={f"node:{ip}": NODE_SHARE}, max_retries=0).remote() for ip in node_ips
     }
@@ -118,7 +128,13 @@ def settle(node_ips: list[str], quiet: bool, timeout_s: float = 90.0) -> dict[st
 
 
 def new_sweep(
-    document: dict, source: str, result_dir: Path, node_selection: str, record_unsupported: bool, quiet: bool
+    document: dict,
+    source: str,
+    result_dir: Path,
+    node_selection: str,
+    record_unsupported: bool,
+    quiet: bool,
+    budget_s: float | None = None,
 ) -> SweepLedger:
     """Expand the plan on every selected node and write the manifest."""
     node_plans = probe_nodes(select_nodes(alive_nodes(), node_selection), document, source, str(DATA_DIR))
@@ -144,6 +160,11 @@ def new_sweep(
         order={key: getattr(plan, key) for key in ORDER_KEYS},
         quiet=quiet,
     )
+    seconds = budget_s if budget_s is not None else plan.budget_s
+    if seconds is not None:
+        sweep.budget = Budget(
+            seconds, plan.delta, first_round=max(plan.repeats, FIRST_LOOK_ROUNDS), rounds=plan.repeats
+        )
     write_manifest(result_dir, sweep, source, "running")
     return sweep
 
@@ -189,10 +210,12 @@ def resumed_sweep(result_dir: Path, sweep_id: str | None, quiet: bool) -> tuple[
         order=data.get("order"),
         quiet=quiet,
     )
+    if data.get("budget"):
+        sweep.budget = Budget.from_manifest(data["budget"])
     return sweep, data["source"]
 
 
-def _run(sweep: SweepLedger, result_dir: Path, wall_time: WallTime) -> None:
+def _run(sweep: SweepLedger, result_dir: Path, wall_time: WallTime, source: str) -> None:
     present = {n.ip: n for n in alive_nodes() if n.ip in sweep.node_columns}
     if not sweep.quiet:
         nodes = ", ".join(f"{n.label} {n.cpus} CPUs" for n in present.values())
@@ -215,17 +238,25 @@ def _run(sweep: SweepLedger, result_dir: Path, wall_time: WallTime) -> None:
     def live() -> set[str]:  # the sweep's nodes still in the cluster
         return (alive_ips() & set(present)) - sweep.lost_nodes
 
+    def run_pairs(indices: list[int]) -> list[int]:  # under the budget: the pairs it dropped
+        dropped = _run_pairs(sweep, indices, cpus, result_dir)
+        sweep.drop(dropped, "budget")
+        return dropped
+
     with wall_time.section("trials"):
         for _ in range(3):  # later rounds: a pair Tune ended without a row (stopped, or its node just left)
-            if not sweep.missing_on(live()):
+            if not sweep.missing_on(live()) or run_pairs(sweep.missing_on(live())):
                 break
-            _run_pairs(sweep, sweep.missing_on(live()), cpus, result_dir)
     with wall_time.section("refinement"):
         refine_studies(sweep, [n for ip, n in present.items() if ip in live()], result_dir)
+    if sweep.budget is not None:
+        with wall_time.section("trials"):
+            racing_rounds(sweep, run_pairs, live, lambda: write_manifest(result_dir, sweep, source, "running"))
 
 
-def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], result_dir: Path) -> None:
-    """One Tune experiment over these (node, trial) pairs: one trial per node at a time, all nodes at once."""
+def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], result_dir: Path) -> list[int]:
+    """One Tune experiment over these (node, trial) pairs: one trial per node at a time, all nodes at once. Under a
+    budget, a pair that would end after it does not start: returns those."""
     pending = sweep.pending_by_node(indices)
 
     def config_of(i: int) -> dict:
@@ -234,7 +265,8 @@ def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], res
             "trial": {"i": i, "node": pair["node"], "study": pair["study"], "repeat": pair["repeat"], **pair["point"]}
         }
 
-    queue = NodeQueue(pending, config_of, alive_ips, sweep.lost_nodes)
+    deadline = sweep.budget.deadline() if sweep.budget is not None else None
+    queue = NodeQueue(pending, config_of, alive_ips, sweep.lost_nodes, deadline, sweep.expected_s)
     fit_tuner(
         tune_trial,
         {"pairs": sweep.pairs},
@@ -248,16 +280,21 @@ def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], res
         stopper=LostNodeStopper(queue),
         show_progress=not sweep.quiet,
     )
+    return queue.dropped
 
 
 # ---- refinement -----------------------------------------------------------------------------------
 def refine_studies(sweep: SweepLedger, nodes: list[Node], result_dir: Path) -> None:
-    """Optuna refinement of every study that asks for it, on each node (one after another), after its grid."""
+    """Optuna refinement of every study that asks for it, on each node (one after another), after its grid. Under a
+    budget, only the points whose expected trials fit in what is left."""
     for node in nodes:
         for study, refinement in sweep.refinements.items():
             rows = [r for r in sweep.store.rows(sweep.sweep_id) if r["study"] == study and r.get("node") == node.ip]
             remaining = refinement["points"] - sum(r.get("phase") == "refine" for r in rows)
             ok = [r for r in rows if r["status"] == "ok"]
+            if sweep.budget is not None:
+                cycle = sweep.node_cycle_s(node.ip)
+                remaining = min(remaining, int(sweep.budget.left_s() // cycle) if cycle else remaining)
             if remaining <= 0 or len({json.loads(r["point"])[refinement["axis"]] for r in ok}) < 2:
                 continue
             _run_refinement(sweep, node, study, refinement, ok, remaining, result_dir)
@@ -325,6 +362,6 @@ def _bend_searcher(
 def _accepts(base: dict, axis: str, value) -> bool:
     """A value the model accepts (e.g. width divisible by heads) and this node can run."""
     try:
-        return unsupported_reason(build_config(base | {axis: value})) is None
+        return unsupported_reason(build_config(base | {axis: value}), trial_cpus()) is None
     except ConfigError:
         return False

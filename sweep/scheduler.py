@@ -76,8 +76,13 @@ class NodeQueue(Searcher):
         config_of: Callable[[int], dict],
         alive_ips: Callable[[], set[str]],
         known_lost: set[str],
+        deadline: float | None = None,
+        expected_s: Callable[[int], float | None] | None = None,
     ):
         super().__init__(metric="step_time_median_s", mode="min")
+        # a budget: no trial starts that would end after `deadline` (time.monotonic()) by its expected length
+        self.deadline, self.expected_s = deadline, expected_s
+        self.dropped: list[int] = []  # pairs the budget left out
         # node IP -> its pair indices, run in the order given (the sweep's order)
         self.pending = {node: list(indices) for node, indices in pending.items()}
         self.config_of, self.alive_ips = config_of, alive_ips
@@ -93,12 +98,23 @@ class NodeQueue(Searcher):
     def suggest(self, trial_id: str):
         self._look_at_nodes()
         for node, indices in self.pending.items():
-            if indices and node not in self.running and node not in self.lost:
+            if node in self.running or node in self.lost:
+                continue
+            while indices and not self._fits(indices[0]):
+                self.dropped.append(indices.pop(0))
+            if indices:
                 self.running[node], self.node_of[trial_id] = trial_id, node
                 return self.config_of(indices.pop(0))
         if not self.running and not self.work_left():
             return Searcher.FINISHED
         return None  # every node with work is busy: Tune asks again
+
+    def _fits(self, index: int) -> bool:
+        """The trial would end before the deadline (a trial of unknown length fits while time is left)."""
+        if self.deadline is None:
+            return True
+        expected = (self.expected_s(index) if self.expected_s else None) or 0.0
+        return time.monotonic() + expected <= self.deadline
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         node = self.node_of.pop(trial_id, None)

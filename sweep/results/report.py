@@ -20,6 +20,7 @@ from sweep.results.comparison import CompareError, build_comparison, group_rows,
 from sweep.results.report_drift import drift_section
 from sweep.results.report_study import study_section
 from sweep.results.report_tables import not_ok, phase_table, projections
+from sweep.results.resolution import ratio_lines, resolution_markdown, sweep_budget
 from sweep.results.rows import clean_row, is_control, latest_sweep, plan_order, point_rows, study_shape, time_order
 from sweep.results.stats import CONFIDENCE, RESAMPLES, SEED
 from sweep.results.store import EmptyStore, Store
@@ -62,6 +63,8 @@ def write_report(
     points = [p for *_, section_points in sections for p in section_points]
     rows = [r for p in points for r in p["_rows"]] + control  # whole-sweep tables follow the sections
     parts = [header(sweep_id, rows), READING] + ([across_nodes(rows, out)] if len(nodes) > 1 else [])
+    budget = sweep_budget(store.root, sweep_id)
+    parts += [resolution_markdown(ratio_lines(store.rows(sweep_id), budget), budget)]
     parts += [drift_section(control, nodes)]
     parts += [study_section(name, section_points, out, node) for name, node, section_points in sections]
     parts += [phase_table(rows, noisy_cv), projections(points, tokens), not_ok(rows)]
