@@ -54,6 +54,8 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from hwctl.housekeeping import set_housekeeping_count
+    from sweep.budget import cli_budget
     from sweep.plan import read_plan_document
     from sweep.run_plan import check_new_plan, run_plan
 
@@ -65,6 +67,10 @@ def cmd_run(args) -> int:
             "--dashboard/--no-dashboard apply to a Ray started here; with --address the cluster's head decides "
             "(ray start --include-dashboard=true|false)"
         )
+    try:  # N goes to the sweep's nodes through BENCH_HOUSEKEEPING_CPUS; a bad one: exit 2 before Ray starts
+        housekeeping = set_housekeeping_count(args.housekeeping_cpus, here=not args.address)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not args.resume:
         document, source = read_plan_document(args.plan)
         if args.dataset_offline and isinstance(document, dict) and isinstance(document.get("baseline") or {}, dict):
@@ -82,7 +88,8 @@ def cmd_run(args) -> int:
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         repeats=args.repeats,
-        dashboard=bool(args.dashboard),
+        dashboard=args.dashboard if args.dashboard is not None else housekeeping >= 1,  # on with a CPU of its own
+        budget_s=cli_budget(args.budget, args.resume),
     )
     if sweep.missing():
         print(f"{len(sweep.missing())} trials still missing: python bench.py run --resume --sweep {sweep.sweep_id}")
@@ -223,6 +230,12 @@ def add_run_parser(commands, store) -> None:
         metavar="N",
         help="run each point N times (1 to 20), in shuffled rounds; overrides the plan's repeats (default 1)",
     )
+    run.add_argument(
+        "--budget",
+        metavar="TIME",
+        help="the whole run's time budget (900, 900s, 15m, 1h; overrides the plan's budget): after the plan's repeats, "
+        "rounds of the points whose ratios are still undecided until it is spent (README: 'Budget and racing')",
+    )
     run.add_argument("--record-unsupported", action="store_true", help=RECORD_UNSUPPORTED_HELP)
     run.add_argument("--dataset-offline", action="store_true", help=DATASET_OFFLINE_HELP + " (the plan's baseline)")
     run.add_argument(
@@ -242,8 +255,15 @@ def add_run_parser(commands, store) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="start the local Ray with its dashboard at --dashboard-host:--dashboard-port, to watch the trials live "
-        "(default: off: its processes took about a third of the CPU time others took on the trials' cores, "
-        "benchmarks/README.md); not with --address",
+        "(default: on with a housekeeping CPU; off without one: its processes then took about a third of the CPU "
+        "time others took on the trials' cores, benchmarks/README.md); not with --address",
+    )
+    run.add_argument(
+        "--housekeeping-cpus",
+        type=int,
+        metavar="N",
+        help="pin Ray's processes (GCS, raylet, dashboard, driver, trial actors) to each node's last N CPUs (whole "
+        "SMT cores), which trials leave alone: 'all' cores is the rest (default: 1 from 4 CPUs on, else 0)",
     )
     run.set_defaults(func=cmd_run)
 

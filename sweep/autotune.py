@@ -7,7 +7,6 @@ Optuna's TPE through Ray Tune; then re-measure the best against the defaults alt
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import statistics
@@ -19,6 +18,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from hwctl.allocator import find_allocator
+from hwctl.housekeeping import trial_cpus
 from sweep.ledger import SweepLedger
 from sweep.manifest import new_sweep_id
 from sweep.nodes import Node, local_node
@@ -47,7 +47,7 @@ class AutotuneResult:
 def search_space(include_compile: bool, framework: str = DEFAULT_FRAMEWORK) -> dict[str, list]:
     """The settings worth trying for `framework`: only values its declaration says it can run
     (trainables/<name>_backend/support.py; a framework that declares nothing: the keys' CHOICES)."""
-    cores = len(os.sched_getaffinity(0))
+    cores = len(trial_cpus())  # the node's CPUs less its housekeeping ones
     support = framework_support(framework)
     space = {
         "threads": sorted({1, *range(2, cores + 1, 2), cores}),
@@ -67,7 +67,7 @@ def search_space(include_compile: bool, framework: str = DEFAULT_FRAMEWORK) -> d
 def defaults_of(base: dict, space: dict) -> dict:
     cfg = build_config(base)
     values = {k: getattr(cfg, k) for k in space}
-    values["threads"] = values["threads"] or len(os.sched_getaffinity(0))
+    values["threads"] = values["threads"] or len(trial_cpus())
     return values
 
 
@@ -148,7 +148,7 @@ def ab_measure(sweep: SweepLedger, base: dict, default: dict, best: dict, rounds
     rows = []
     for round_index in range(rounds):
         for arm, settings in (("default", default), ("best", best)):
-            row = run_trial(build_config(base | settings))
+            row = run_trial(build_config(base | settings), allowed_cpus=trial_cpus())  # the search's CPUs
             row |= {
                 "node": node,
                 "study": "autotune-ab",

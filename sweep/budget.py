@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from sweep.results.racing import DEFAULT_DELTA
+from trainables.config import ConfigError
 
 BUDGET_KEYS = ("budget", "delta")
 UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -34,6 +35,18 @@ def parse_duration(value) -> float:
     if seconds <= 0:
         raise ValueError(f"{value!r}: a budget must be more than 0 seconds")
     return seconds
+
+
+def cli_budget(value: str | None, resume: bool) -> float | None:
+    """`bench.py run --budget` as seconds (None: the plan's own); a clear error before Ray starts for a bad value."""
+    if value is None:
+        return None
+    if resume:
+        raise ConfigError("--budget starts a new sweep; --resume spends what is left of the budget it started with")
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--budget {exc}") from None
 
 
 def budget_keys(document: dict, problems: list[str]) -> dict:

@@ -57,8 +57,23 @@ def sweep_closing(sweep, wall_s: float, result_dir: Path) -> str:
         f"\nsweep {sweep.sweep_id}: {runs} trials for {len(sweep.pairs)} rows (repeats, control points and studies "
         f"sharing a config included) on {len(sweep.nodes)} node(s){' + refinement' if sweep.refinements else ''}; "
         f"{sweep.recorded_here} rows recorded by this run ({sweep.shared_here} of them copies of a shared measurement) "
-        f"in {wall_s:.0f} s; {sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps. "
-        f"Rows: {result_dir / 'trials'}"
+        f"in {wall_s:.0f} s; {sweep.steps_s:.0f} s ({share:.0%}) inside warm-up + measured steps"
+        f"{budget_clause(sweep)}. Rows: {result_dir / 'trials'}"
+    )
+
+
+def budget_clause(sweep) -> str:
+    """How a budgeted sweep spent its budget (sweep/budget.py), for the closing line; '' without one."""
+    budget = sweep.budget
+    if budget is None:
+        return ""
+    ended = {"decided": "every ratio decided", "budget": "budget spent", "rounds": "round limit"}
+    count = sum(bool(pair.get("dropped")) and pair.get("measured_by") is None for pair in sweep.pairs)
+    dropped = f", {count} trials left out at the deadline" if count else ""
+    return (
+        f"; budget {budget.seconds / 60:.0f} min: {budget.rounds} rounds "
+        f"({budget.first_round} for every point, then racing), ended: {ended.get(budget.stopped, 'interrupted')}"
+        f"{dropped}"
     )
 
 

@@ -213,6 +213,8 @@ class SweepLedger:
         total, done = self.expected, len(self.done)
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(self.recorded_here, 1) * max(total - done, 0)
+        if self.budget is not None:  # racing adds rounds as the budget allows: the budget's end is the ETA
+            eta = max(self.budget.left_s(), 0.0)
         point = format_assignments(json.loads(row.get("point") or "{}")) or "baseline"
         if row.get("phase") in PAIR_PHASES and self.repeated:
             point += f" #{row.get('repeat') or 0}"

@@ -134,22 +134,33 @@ def node_peaks(data_dir: str) -> dict:
     import os
     from pathlib import Path
 
+    from hwctl.housekeeping import process_on_cpus, trial_cpus
     from hwctl.microbench import matmul_peak_gflops, memory_bandwidth_gbs, refresh_peaks
 
-    cores, cache = len(os.sched_getaffinity(0)), Path(data_dir) / "hw"
+    cache = Path(data_dir) / "hw"
     refresh_peaks(cache)
-    return {
-        "hw_peak_gflops_fp32": matmul_peak_gflops(cores, cache)["peak_gflops"],
-        "hw_mem_bw_gbs": memory_bandwidth_gbs(cores, cache)["bandwidth_gbs"],
-    }
+    # on the trials' CPUs: this task's worker may have inherited the housekeeping pin of Ray's processes
+    with process_on_cpus(trial_cpus()):
+        cores = len(os.sched_getaffinity(0))
+        return {
+            "hw_peak_gflops_fp32": matmul_peak_gflops(cores, cache)["peak_gflops"],
+            "hw_mem_bw_gbs": memory_bandwidth_gbs(cores, cache)["bandwidth_gbs"],
+        }
 
 
 def _probe(document: dict, source: str) -> dict:
     from ray.util import get_node_ip_address
 
+    from hwctl.cores import format_cpu_list
     from hwctl.fingerprint import host_fingerprint
+    from hwctl.housekeeping import split_node_cpus
 
     here = {"ip": get_node_ip_address(), "host": socket.gethostname(), "columns": host_fingerprint()}
+    try:  # the same N on every node, of its own CPUs: one with too few CPUs for it is left out
+        housekeeping = split_node_cpus()[0]
+    except ValueError as exc:
+        return here | {"problems": [str(exc)]}
+    here["columns"] |= {"housekeeping_cpus": format_cpu_list(housekeeping)}
     try:
         plan, skipped = expand_here(document, source)
     except PlanError as exc:

@@ -23,11 +23,12 @@ The rest of the code takes all of these from here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwctl.cores import SYSFS_ROOT
+from hwctl.housekeeping import trial_cpus
+from sweep.budget import BUDGET_KEYS, budget_keys
 from sweep.plan_document import available_plans, read_plan_document
 from sweep.plan_model import CONTROL_STUDY, Plan, PlanError, Trial
 from sweep.plan_studies import (
@@ -70,6 +71,7 @@ PLAN_KEYS = {
     "order_seed",
     "control_every",
     "record_unsupported",
+    *BUDGET_KEYS,
 }
 MAX_REPEATS = 20
 # One control point per 10 trials costs at most about a tenth of the sweep (+1 at its start), and on the quick plan
@@ -109,7 +111,12 @@ def expand_plan(
     problems: list[str] = []
     name, baseline, studies = _plan_keys(document, problems)
     order = order_keys(document, problems)
-    allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
+    budget = budget_keys(document, problems)
+    # 'all' cores is the trials' CPUs: the node's less its housekeeping CPUs (hwctl/housekeeping.py)
+    try:
+        allowed = allowed_cpus if allowed_cpus is not None else trial_cpus()
+    except ValueError as exc:  # a BENCH_HOUSEKEEPING_CPUS this node cannot set aside
+        raise PlanError(source, [str(exc)]) from None
     # a plan may ask for it itself: points a node cannot hold (a model too large) are then rows that say why
     if not isinstance(document.get("record_unsupported", False), bool):
         problems.append("plan: key 'record_unsupported': must be true or false")
@@ -131,6 +138,7 @@ def expand_plan(
         refinements=expansion.refinements,
         control=control,
         **order,
+        **budget,
     )
 
 

@@ -9,18 +9,29 @@ Importing this module imports Ray: only the commands that run trials import it (
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import ray
 from ray import tune
 from ray.tune.search import Searcher
 from ray.util import get_node_ip_address
 
+from hwctl.cores import format_cpu_list
 from hwctl.fingerprint import host_fingerprint
+from hwctl.housekeeping import (
+    HOUSEKEEPING_ENV,
+    NODE_CPUS_ENV,
+    node_cpus,
+    pin_processes,
+    remember_node_cpus,
+    split_node_cpus,
+)
 from sweep.ledger import SweepLedger, pair_columns
 from sweep.nodes import node_gone
 from trainables.config import TrialConfig, build_config
@@ -48,23 +59,40 @@ def ray_session(
 ) -> Iterator[None]:
     """Ray for the length of the block: started here (or connected to `address`) and shut down after. A Ray the
     caller already started is used and left running. `dashboard` and its host and port apply to a Ray started here
-    only: a cluster's dashboard is its head's (`ray start --include-dashboard`)."""
+    only: a cluster's dashboard is its head's (`ray start --include-dashboard`).
+
+    A Ray started here has its processes and the driver pinned to the node's housekeeping CPUs
+    (hwctl/housekeeping.py) until it stops; each trial's actor pins itself there on every node."""
     if ray.is_initialized():
         yield
         return
-    _start_ray(address, dashboard_host, dashboard_port, quiet, dashboard)
+    remembered = not address and remember_node_cpus()  # before the pin, which Ray's later workers inherit
+    node = node_cpus()
     try:
-        yield
+        housekeeping = _start_ray(address, dashboard_host, dashboard_port, quiet, dashboard)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+            if housekeeping:  # the driver goes on (summary, report; a test process, other tests) on all its CPUs
+                pin_processes([psutil.Process()], node)
     finally:
-        ray.shutdown()
+        if remembered:
+            os.environ.pop(NODE_CPUS_ENV, None)
 
 
-def _start_ray(address: str | None, dashboard_host: str, dashboard_port: int, quiet: bool, dashboard: bool) -> None:
+def _start_ray(
+    address: str | None, dashboard_host: str, dashboard_port: int, quiet: bool, dashboard: bool
+) -> list[int]:
+    """Start (or join) Ray; a Ray started here is pinned to the housekeeping CPUs, which are returned."""
     # ray.init installs a C++ SIGTERM handler that exits on the spot; keep the caller's Python one
     # (bench.py turns SIGTERM into an orderly stop that shuts Ray down and kills the trial's worker)
     sigterm_handler = signal.getsignal(signal.SIGTERM)
+    housekeeping = [] if address else split_node_cpus()[0]
     if address:
-        ctx = ray.init(address=address, log_to_driver=False)
+        # every node applies the same N to its own CPUs: the trials' actors read it there
+        told = {HOUSEKEEPING_ENV: os.environ[HOUSEKEEPING_ENV]} if os.environ.get(HOUSEKEEPING_ENV) else {}
+        ctx = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": told} if told else None)
     else:
         ctx = ray.init(
             num_cpus=len(os.sched_getaffinity(0)),
@@ -75,10 +103,20 @@ def _start_ray(address: str | None, dashboard_host: str, dashboard_port: int, qu
         )
     if callable(sigterm_handler):
         signal.signal(signal.SIGTERM, sigterm_handler)
+    pinning = None
+    if housekeeping:  # Ray's processes are this one's children (the raylet's workers too) and inherit its pin later
+        driver = psutil.Process()
+        pinning = pin_processes([driver, *driver.children(recursive=True)], housekeeping)
     if quiet:
-        return
+        return housekeeping
+    if pinning is not None:
+        print(
+            f"housekeeping CPUs {format_cpu_list(housekeeping)}: the driver and Ray's {len(pinning.pinned) - 1} "
+            "processes pinned there, off the trials' CPUs"
+            + "".join(f"; pid {pid} not pinned: {why}" for pid, why in sorted(pinning.failed.items()))
+        )
     if not address and not dashboard:
-        print("Ray dashboard: off (bench.py run --dashboard turns it on to watch the trials live)")
+        print(dashboard_off_line(housekeeping))
     elif ctx.dashboard_url:  # "" when the Ray has no dashboard
         print(f"Ray dashboard: http://{ctx.dashboard_url}")
         if os.environ.get("RAY_AUTH_MODE", "token") != "disabled":
@@ -86,6 +124,15 @@ def _start_ray(address: str | None, dashboard_host: str, dashboard_port: int, qu
                 "  token authentication is on: paste the token the page asks for; "
                 "print it with `venv/bin/ray get-auth-token`"
             )
+    return housekeeping
+
+
+def dashboard_off_line(housekeeping: list[int]) -> str:
+    """What `bench.py run` prints without the dashboard: how to turn it on and, without a housekeeping CPU, its cost."""
+    line = "Ray dashboard: off (bench.py run --dashboard turns it on to watch the trials live)"
+    if housekeeping:
+        return line
+    return line + "; with no housekeeping CPU (--housekeeping-cpus) its processes would share the trials' CPUs"
 
 
 # ---- inside a Ray Tune trial (runs on the node) -----------------------------------------------------------------
@@ -93,15 +140,33 @@ def tune_trial(config: dict, pairs: list[dict]) -> None:
     """A pair of the sweep (a grid point's repeat, or a control point): the sweep's pair number `config["trial"]["i"]`."""
     pair = pairs[config["trial"]["i"]]
     # the node's own data/ (token cache, peaks) and output/: the driver's paths may not exist here
-    row = run_trial(TrialConfig(**pair["config"]), data_dir=DATA_DIR, output_dir=OUTPUT_DIR)
-    _report_row(row | pair_columns(pair))
+    cfg = TrialConfig(**pair["config"])
+    # a later round of a budgeted sweep measures as many steps as its node's noise asks for (sweep/racing_rounds.py);
+    # the point, and so its key, stay the plan's
+    row = _run_off_housekeeping(dataclasses.replace(cfg, **pair["measure"]) if pair.get("measure") else cfg)
+    _report_row(row | pair_columns(pair) | {"config_key": cfg.config_key()})
 
 
 def tune_point_trial(config: dict, base: dict, study: str, phase: str) -> None:
     """A point a searcher proposed (Optuna refinement, autotune): `base` plus the proposed keys."""
-    cfg = build_config(base | config)
-    row = run_trial(cfg, data_dir=DATA_DIR, output_dir=OUTPUT_DIR)
+    row = _run_off_housekeeping(build_config(base | config))
     _report_row(row | {"study": study, "trial_index": None, "point": json.dumps(config), "phase": phase})
+
+
+def _run_off_housekeeping(cfg: TrialConfig) -> dict:
+    """run_trial on the node's trial CPUs, this actor (every thread: Tune's, Ray's) on its housekeeping CPUs. The
+    thread that starts the worker is on the trial's CPUs while it does: an unconfined worker inherits them."""
+    remember_node_cpus()  # before the pin: a reused actor's next trial asks again
+    housekeeping, trial_cpus = split_node_cpus()
+    if housekeeping:
+        pin_processes([psutil.Process()], housekeeping)
+        os.sched_setaffinity(0, trial_cpus)  # this thread only (per thread on Linux)
+    try:
+        row = run_trial(cfg, data_dir=DATA_DIR, output_dir=OUTPUT_DIR, allowed_cpus=trial_cpus)
+    finally:
+        if housekeeping:
+            os.sched_setaffinity(0, housekeeping)
+    return row | {"housekeeping_cpus": format_cpu_list(housekeeping)}
 
 
 def _report_row(row: dict) -> None:

@@ -16,9 +16,10 @@ import psutil
 import pytest
 import ray
 
+from hwctl.housekeeping import split_node_cpus
 from sweep.nodes import alive_nodes
 from sweep.runner import settle
-from sweep.tuning import ray_session
+from sweep.tuning import dashboard_off_line, ray_session
 from tests.conftest import REPO_ROOT
 
 
@@ -38,9 +39,13 @@ def ray_processes() -> list[psutil.Process]:
 
 
 def test_no_dashboard_serves_no_page_and_says_it_is_off(ray_without_dashboard):
-    assert ray_without_dashboard.splitlines() == [
-        "Ray dashboard: off (bench.py run --dashboard turns it on to watch the trials live)"
-    ]
+    # with a housekeeping CPU (4 CPUs or more), a line saying where Ray's processes were pinned comes first
+    housekeeping = split_node_cpus()[0]
+    assert ray_without_dashboard.splitlines()[bool(housekeeping) :] == [dashboard_off_line(housekeeping)]
+    assert dashboard_off_line([]) == (
+        "Ray dashboard: off (bench.py run --dashboard turns it on to watch the trials live); with no housekeeping CPU "
+        "(--housekeeping-cpus) its processes would share the trials' CPUs"
+    )
     names = [" ".join(p.cmdline()) for p in ray_processes()]
     assert not [n for n in names if n.startswith("ray-dashboard-")]  # the dashboard's module processes
     heads = [p for p in ray_processes() if any(part.endswith("dashboard/dashboard.py") for part in p.cmdline())]

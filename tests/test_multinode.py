@@ -39,6 +39,13 @@ def add_node(cluster: Cluster, ip: str, cpus: set[int]):
         return cluster.add_node(num_cpus=len(cpus), node_ip_address=ip, include_dashboard=False)
 
 
+@pytest.fixture(autouse=True)
+def spawned_workers(monkeypatch):
+    """Workers spawned under each node's raylet, as `measuring_on` looks for them: a forked worker's parent is the
+    machine's preload server, which these nodes, all on one machine, would share (README: "The preloaded worker")."""
+    monkeypatch.setenv("BENCH_PRELOAD", "0")
+
+
 @pytest.fixture
 def cluster():
     cluster = Cluster(

@@ -286,6 +286,20 @@ METRIC_COLUMNS = [
     _metric("data_build_s", "float", "tokenizer training and tokenization when the cache was built", "s"),
     _metric("wall_s", "float", "the worker process's wall time, seen by the parent", "s"),
     _metric(
+        "worker_start",
+        "str",
+        "how the worker process started: spawned (a fresh `python -m trainables.worker`) or forked (a fresh fork of "
+        "the node's fork server, which imported the framework under the same environment, Python and CPU mask: "
+        "trainables/preload.py); a forked worker's clock starts at the fork, so its interpreter_start_s is the "
+        "launcher's request to the fork and its import_s leaves out the framework import the server paid once",
+    ),
+    _metric(
+        "preload_start_s",
+        "float",
+        "starting the fork server before this trial, outside wall_s (0: one was running; empty: spawned)",
+        "s",
+    ),
+    _metric(
         "loadavg_before",
         "float",
         "1-minute load average before the worker starts: a busy machine shows here (foreign_cpu_s: during the steps)",
@@ -337,6 +351,11 @@ RECORDED_COLUMNS = [
     _recorded("sw_jax", "str", "JAX version on the node (None when not installed)"),
     _recorded("sw_blas", "str", "BLAS libraries threadpoolctl finds loaded on the node", compare="BLAS"),
     _recorded("affinity", "str", "the CPU list the worker was pinned to (None: not confined)", summary="{}"),
+    _recorded(
+        "housekeeping_cpus",
+        "str",
+        "the node's CPUs Ray's own processes were pinned to and no trial used (--housekeeping-cpus; '': none)",
+    ),
     _recorded(
         "env",
         "json",
@@ -489,6 +508,12 @@ RUN_COLUMNS = [
         "which of its node's control points",
     ),
     _run("order_seed", "int", "the seed that shuffled the sweep's order (plan key order_seed)"),
+    _run(
+        "measure_rule",
+        "str",
+        "why a budgeted sweep's later round measured this many steps (measure_steps): the Kalibera-Jones optimum from "
+        "its node's variance components (sweep/results/measure_length.py); None: the plan's own length",
+    ),
     _run(
         "shared_from",
         "str",

@@ -1,7 +1,9 @@
 """The parent side of a trial: build the worker's environment, start it, watch it, never time it.
 
 Threads, OpenMP binding and the allocator must be in place before the framework loads, so each trial is a
-fresh `python -m trainables.worker` process whose environment is built here from the config. A
+fresh `python -m trainables.worker` process whose environment is built here from the config, or, for an eager trial, a
+fresh fork of a server that loaded the framework under exactly that environment (trainables/preload.py; the row's
+worker_start says which, BENCH_PRELOAD=0 spawns every worker). A
 worker that crashes, is killed, runs past its timeout or over its memory cap becomes a result
 with status failed/timeout and the reason; nothing here raises because a trial went wrong.
 """
@@ -9,6 +11,7 @@ with status failed/timeout and the reason; nothing here raises because a trial w
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -29,6 +32,7 @@ from hwctl.journal import DEFAULT_JOURNAL, HardwareSettings
 from hwctl.numa import numa_command, numa_unsupported_reason
 from hwctl.openmp import openmp_environment, parse_display_env, strip_display_env
 from hwctl.telemetry import load_average
+from trainables import preload
 from trainables.columns import base_row, now_iso
 from trainables.config import TrialConfig
 from trainables.memory import available_memory_bytes, memory_unsupported_reason
@@ -203,13 +207,15 @@ def run_trial(
             if cache_dir is not None:
                 env = env | compile_environment(cfg, cache_dir)
             row["env"] = json.dumps(recorded_env(env))
-            row["loadavg_before"] = load_average()
-            outcome, worker_result, stderr = _spawn_worker(payload, command, env, limits)
-            row["loadavg_after"] = load_average()
+            with preload.fork_server(cfg, worker_argv != WORKER_ARGV, env, cpus) as server:
+                row["loadavg_before"] = load_average()
+                outcome, worker_result, stderr = _spawn_worker(payload, command, env, limits, server)
+                row["loadavg_after"] = load_average()
+            row["preload_start_s"] = server.start_s if server is not None else None
     except ControlUnavailable as exc:
         return row | {"status": "unsupported", "error": str(exc), "finished_at": now_iso()}
     row |= worker_result | {"omp_runtime": parse_display_env(stderr)}
-    row |= {"exit_code": outcome["exit_code"], "finished_at": now_iso(), "wall_s": outcome["wall_s"]}
+    row |= {k: outcome[k] for k in ("exit_code", "wall_s", "worker_start")} | {"finished_at": now_iso()}
     if outcome["reason"] is not None:  # killed by us: that reason wins over anything the worker wrote
         row |= {"status": outcome["status"], "error": outcome["reason"]}
     elif not worker_result:
@@ -262,15 +268,35 @@ def worker_payload(
     }
 
 
-def _spawn_worker(payload: dict, command: list[str], env: dict, limits: tuple[float, int, float]):
-    """Run the worker on the payload; (outcome, its result or {}, its stdout and stderr). limits: (timeout_s,
-    memory_cap_mb, poll_s)."""
+def _spawn_worker(payload: dict, command: list[str], env: dict, limits: tuple[float, int, float], server=None):
+    """Run the worker on the payload, forked by `server` where one is given, else spawned; (outcome, its result or
+    {}, its stdout and stderr). limits: (timeout_s, memory_cap_mb, poll_s)."""
     with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp:
         payload_path, result_path = Path(tmp) / "payload.json", Path(tmp) / "result.json"
-        payload_path.write_text(json.dumps(payload | {"spawned_at": time.time()}))
         stderr_path = Path(tmp) / "stderr.txt"
+        argv = [*command, str(payload_path), str(result_path)]
         with open(stderr_path, "wb") as stderr:
-            outcome = _watch([*command, str(payload_path), str(result_path)], env, stderr, *limits, payload["cpus"])
+            outcome = None
+            if server is not None:  # a forked worker's parent is the server: it dies with that one
+                payload_path.write_text(
+                    json.dumps(payload | {"parent_pid": server.server_pid, "spawned_at": time.time()})
+                )
+                fork = functools.partial(server.fork, payload_path, result_path, stderr_path, env)
+                with contextlib.suppress(preload.PreloadUnavailable):  # the server went: spawned, as without one
+                    outcome = _watch(fork, *limits, payload["cpus"]) | {"worker_start": "forked"}
+            if outcome is None:
+                payload_path.write_text(json.dumps(payload | {"spawned_at": time.time()}))
+                spawn = functools.partial(
+                    subprocess.Popen,
+                    argv,
+                    env=env,
+                    cwd=REPO_ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=stderr,
+                    stderr=stderr,
+                    start_new_session=True,
+                )
+                outcome = _watch(spawn, *limits, payload["cpus"]) | {"worker_start": "spawned"}
         stderr_text = stderr_path.read_text(errors="replace")
         worker_result = json.loads(result_path.read_text()) if result_path.exists() else {}
     return outcome, worker_result, stderr_text
@@ -311,12 +337,15 @@ def _off_the_trials_cpus(trial_cpus: list[int] | None):
             os.sched_setaffinity(0, mine)
 
 
-def _watch(argv, env, stderr, timeout_s, memory_cap_mb, poll_s, trial_cpus) -> dict:
-    """Wait for the worker; kill it (and its children) past the timeout or the memory cap."""
+def _watch(start, timeout_s, memory_cap_mb, poll_s, trial_cpus) -> dict:
+    """Start the worker (`start()`: a subprocess.Popen, or a forked worker that behaves like one, each the leader of
+    its own session) and wait for it; kill it (and its children) past the timeout or the memory cap."""
     started = time.perf_counter()
-    popen = subprocess.Popen(
-        argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True
-    )
+    with start() as popen:
+        return _watched(popen, started, timeout_s, memory_cap_mb, poll_s, trial_cpus)
+
+
+def _watched(popen, started: float, timeout_s, memory_cap_mb, poll_s, trial_cpus) -> dict:
     # Ray starts trial actors at nice 15 and the worker inherits it; lowered here, while the worker is still starting
     # its interpreter (one thread: setpriority is per thread, and the threads OpenMP starts later inherit it). Without
     # the privilege to lower it, the row's worker_nice shows what the worker ran at.

@@ -14,6 +14,9 @@ import sys
 import time
 
 _IMPORT_STARTED = time.time()
+# a forked worker (trainables/preload_server.py): the mask its main thread had once the libraries loaded in the fork
+# server (libgomp binds it to the first place as it loads), set again after this worker sets the trial's CPUs
+_LOADED_MAIN_THREAD_MASK: list[int] | None = None
 
 import contextlib  # noqa: E402
 import json  # noqa: E402 - after the clock above: the worker's own start-up is part of what it reports
@@ -86,6 +89,8 @@ def run(payload: dict) -> dict:
     cpus = sorted(os.sched_getaffinity(0))
     os.environ["BENCH_TRIAL_CPUS"] = ",".join(map(str, cpus))  # the peak cache's key names them (hwctl/microbench.py)
     cfg, trainer_class = load_framework(payload["config"])
+    if _LOADED_MAIN_THREAD_MASK is not None:  # what loading the framework did to a fresh worker's main thread
+        os.sched_setaffinity(0, _LOADED_MAIN_THREAD_MASK)
     import_s = time.time() - started
     # libgomp printed its settings as the framework loaded (the parent's omp_runtime): child processes (Inductor's
     # compile workers) need not print them again

@@ -31,8 +31,9 @@ SECTIONS = {
 }
 # a measured trial's parts, in the order its worker passes through them
 TRIAL_PARTS = {
+    "preload_s": "starting a preloaded worker server (once per environment)",
     "prime_s": "priming a warm compile cache (another process)",
-    "interpreter_s": "spawn and interpreter start",
+    "interpreter_s": "spawn and interpreter start (a fork: fork to worker)",
     "import_s": "importing the framework",
     "data_s": "loading the token cache",
     "build_s": "building the model, optimizer and batches",
@@ -54,6 +55,7 @@ def trial_parts(row: dict) -> dict[str, float] | None:
     startup, wall, peak = row["startup_s"], row["wall_s"], row.get("peak_s") or 0.0
     before_import = row.get("interpreter_start_s") or 0.0
     parts = {
+        "preload_s": row.get("preload_start_s") or 0.0,  # outside wall_s: before the fork that starts wall_s
         "prime_s": row.get("jit_cache_prime_s") or 0.0,
         "import_s": row.get("import_s") or 0.0,
         "data_s": row.get("data_s") or 0.0,
