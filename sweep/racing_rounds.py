@@ -46,7 +46,9 @@ def racing_rounds(
             components = variance_components(first_rows(rows, node, budget.first_round))
             if components is not None:
                 budget.components[node] = components.as_dict()
+        before = len(sweep.pairs)
         new = add_round(sweep, wanted, budget.rounds, rows)
+        sweep.expected += len(sweep.pairs) - before  # the progress line's total: every row this round adds
         budget.rounds += 1
         save()
         dropped = run_pairs(new)

@@ -10,8 +10,8 @@ exited child unreaped until the launcher hangs up, so the pid the launcher watch
 A server is keyed by everything the native libraries read as they load: the worker's whole environment (libgomp reads
 OMP_* / GOMP_* then, LD_PRELOAD chooses the allocator, the ISA cap and BENCH_* are read at import), the Python
 executable, the framework, and the CPU mask the libraries load under (libgomp sizes its places from it). A trial whose
-key no server holds gets a new server, and the one running is told to go (one server a node: each holds a few hundred
-MB). Servers live in a private folder (mode 0700): $BENCH_PRELOAD_DIR, else $XDG_RUNTIME_DIR/bench-preload, else
+key no server holds gets a new server, and beyond SERVERS the one used longest ago is told to go (each holds a few
+hundred MB). Servers live in a private folder (mode 0700): $BENCH_PRELOAD_DIR, else $XDG_RUNTIME_DIR/bench-preload, else
 /tmp/bench-preload-<uid>. A server exits after IDLE_S without a request, or once its socket file is gone.
 """
 
@@ -36,6 +36,8 @@ ENABLE_VARIABLE = "BENCH_PRELOAD"  # 0: every worker is spawned, as before the f
 DEFAULT = "1"
 DIR_VARIABLE = "BENCH_PRELOAD_DIR"
 IDLE_S = 300.0
+# each idle server holds ~300 MB and wakes every few seconds: six cover the quick plan's common environments
+SERVERS, SERVERS_VARIABLE = 6, "BENCH_PRELOAD_SERVERS"
 START_TIMEOUT_S = 120.0  # the server's imports: ~2.7 s for torch here, much more on a loaded node
 REPLY_TIMEOUT_S = 30.0
 # per call, read by no library: left out of the key, and set in the child as the request has it
@@ -172,7 +174,7 @@ def connect(env: dict[str, str], framework: str, load_cpus: list[int], python: s
             sock = _try_connect(path)
             start_s = 0.0
             if sock is None:
-                stop_servers(folder)
+                stop_servers(folder, keep=max_servers() - 1)
                 _start_server(folder, key, env, python, framework, load_cpus)
                 start_s = time.perf_counter() - started
                 sock = _try_connect(path)
@@ -185,6 +187,8 @@ def connect(env: dict[str, str], framework: str, load_cpus: list[int], python: s
                 hello = None
             if hello and "server_pid" in hello:
                 server.server_pid = hello["server_pid"]
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(path)  # used now: the last server to go when another must start
                 return server
             sock.close()  # it was going (idle, or its socket removed) as we connected: once more
             with contextlib.suppress(FileNotFoundError):
@@ -192,10 +196,12 @@ def connect(env: dict[str, str], framework: str, load_cpus: list[int], python: s
     raise PreloadUnavailable(f"the fork server at {path} did not answer")
 
 
-def stop_servers(folder: Path | None = None) -> list[int]:
-    """Tell every server in `folder` to go (its socket file removed: it exits once its children have); their pids."""
+def stop_servers(folder: Path | None = None, keep: int = 0) -> list[int]:
+    """Tell every server in `folder` but the `keep` used last to go (its socket file removed: it exits once its
+    children have); their pids."""
     pids = []
-    for path in (folder or runtime_dir()).glob("*.sock"):
+    sockets = sorted((folder or runtime_dir()).glob("*.sock"), key=_last_used, reverse=True)
+    for path in sockets[keep:]:
         sock = _try_connect(path)
         if sock is not None:
             with sock, contextlib.suppress(OSError, subprocess.TimeoutExpired, ValueError):
@@ -204,6 +210,22 @@ def stop_servers(folder: Path | None = None) -> list[int]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     return [pid for pid in pids if pid]
+
+
+def max_servers() -> int:
+    """How many servers a node keeps (BENCH_PRELOAD_SERVERS, default SERVERS): a sweep alternates between a few
+    environments (allocators, thread counts, OpenMP settings), and a server each spares a restart on every switch."""
+    try:
+        return max(1, int(os.environ.get(SERVERS_VARIABLE, SERVERS)))
+    except ValueError:
+        return SERVERS
+
+
+def _last_used(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _try_connect(path: Path) -> socket.socket | None:

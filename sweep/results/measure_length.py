@@ -6,8 +6,9 @@ A point measured in r trials of n steps each has a mean log step time with varia
     Var = σ_b² / r + (π/2) σ_w² / (r n)
 
 σ_b²: the between-trial variance (whole trials shift level: another process, another placement in memory);
-σ_w²: the per-step variance in log space, inflated by (1 + ρ) / (1 - ρ) for the lag-1 autocorrelation ρ of the
-steps (neighbouring steps are not independent draws); π/2: a median of n steps has that much more variance than a
+σ_w²: the per-step variance in log space, read robustly (1.4826 x the median absolute deviation: the median a trial
+reports ignores its rare very slow step) and inflated by (1 + ρ) / (1 - ρ) for the lag-1 autocorrelation ρ of the
+steps (neighbouring steps are not independent draws; ρ was 0.43 at the median of the quick plan's trials here); π/2: a median of n steps has that much more variance than a
 mean. The r trials cost r (c_1 + n c_2) seconds: c_1 the fixed cost per trial (everything but the measured steps:
 spawn, imports, model build, the first and warm-up steps, the peak, exit), c_2 one step. For a fixed wall time the
 variance is smallest at
@@ -34,6 +35,7 @@ from sweep.results.wall_time import trial_parts
 
 MIN_STEPS = 10  # fewer and a trial's median rests on a handful of steps: its own interval is wide and skewed
 MEDIAN_EFFICIENCY = math.pi / 2  # Var(median) / Var(mean) of normal draws
+MAD_TO_SD = 1.4826  # a normal's standard deviation over its median absolute deviation
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,19 @@ def variance_components(rows: Sequence[dict]) -> VarianceComponents | None:
 
 
 def _within_variance(steps: Sequence[float]) -> float:
-    """Per-step log variance, inflated for lag-1 autocorrelation (ρ clipped to [0, 0.9]: a negative ρ is noise)."""
+    """Per-step log variance as a median sees it, inflated for lag-1 autocorrelation.
+
+    Robust: a trial's rare slow step (500 ms among 80 ms ones, a page fault or another process) moves its median by
+    one rank but a variance by a factor of ten, so the spread is 1.4826 x the median absolute deviation, and ρ is read
+    from the steps clipped at 3 of those (ρ clipped to [0, 0.9]: a negative ρ is noise)."""
     logs = np.log(np.asarray(steps, dtype=float))
-    variance = float(np.var(logs, ddof=1))
-    centered = logs - logs.mean()
+    deviations = logs - np.median(logs)
+    scale = MAD_TO_SD * float(np.median(np.abs(deviations)))
+    if scale <= 0:
+        return 0.0
+    clipped = np.clip(deviations, -3 * scale, 3 * scale)
+    centered = clipped - clipped.mean()
     denominator = float(np.dot(centered, centered))
     rho = float(np.dot(centered[:-1], centered[1:]) / denominator) if denominator > 0 else 0.0
     rho = min(max(rho, 0.0), 0.9)
-    return variance * (1 + rho) / (1 - rho)
+    return scale**2 * (1 + rho) / (1 - rho)

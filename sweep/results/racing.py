@@ -71,8 +71,11 @@ class Decision:
         return self.verdict != UNDECIDED
 
     def text(self) -> str:
-        if self.decided:
-            return f"{self.verdict} (look {self.look}, {self.repeats} repeats)"
+        if self.decided:  # the interval that decided it: the sequence's, at its look's level
+            level = f"{100 * (1 - self.alpha):.2f}".rstrip("0").rstrip(".") + "%"
+            return (
+                f"{self.verdict}: {self.low:.2f}–{self.high:.2f} at {level} (look {self.look}, {self.repeats} repeats)"
+            )
         if self.low is None:
             return f"undecided after {self.repeats} repeats"
         half = math.sqrt(self.high / self.low) - 1

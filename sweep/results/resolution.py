@@ -139,7 +139,7 @@ def resolution_markdown(lines: list[RatioLine], budget: dict | None) -> str:
             "",
             racing_outcome(lines, budget) + ".",
             "",
-            f"Racing (sweep/results/racing.py): after the first {budget['first_round']} rounds, each round re-measured "
+            f"Racing (sweep/results/racing.py; a decision shows the interval that made it): after the first {budget['first_round']} rounds, each round re-measured "
             "the points whose ratio was undecided; a ratio is decided when its interval at that look (an "
             "alpha-spending confidence sequence, α_k = 5%/(k(k+1)), valid however often it looks) lies wholly outside "
             f"1 ± {budget['delta']:.0%} (faster, slower) or wholly inside it.",
