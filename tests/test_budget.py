@@ -87,9 +87,9 @@ def test_kill_9_in_a_racing_round_then_resume_re_runs_nothing_loses_nothing_and_
     after = {p.name: p.stat().st_mtime_ns for p in store.files()}
     assert all(after[name] == mtime for name, mtime in before.items())  # earlier rows untouched
     state = manifest["budget"]
-    assert state["rounds"] > 2 and state["stopped"] in ("budget", "decided")
+    assert state["rounds"] > 2 and state["stopped"] in ("budget", "decided", "rounds")  # tiny trials: 20 rounds fit
     assert "minimum detectable effect at 95%" in resumed.stdout and f"budget {budget / 60:.1f} min" in resumed.stdout
-    ended = {"budget": "budget spent", "decided": "every ratio decided"}[state["stopped"]]
+    ended = {"budget": "budget spent", "decided": "every ratio decided", "rounds": "round limit"}[state["stopped"]]
     assert f"rounds (2 for every point, then racing), ended: {ended}" in resumed.stdout
     report = (store.root / "report" / manifest["sweep"] / "index.md").read_text()
     assert "## What this sweep could resolve" in report and "**Minimum detectable effect** (95%): ±" in report
