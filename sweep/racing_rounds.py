@@ -11,6 +11,7 @@ recorded as such in the manifest.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections.abc import Callable
@@ -18,9 +19,7 @@ from collections.abc import Callable
 from sweep.plan import MAX_REPEATS
 from sweep.results.measure_length import VarianceComponents, variance_components
 from sweep.results.racing import race, to_remeasure
-from sweep.results.rows import clean_row, is_control
-
-AUTO_MEASURE_STEPS = 10  # trainables/trial_config.py: measure_steps None means 10
+from sweep.results.rows import clean_row, is_control, step_times
 
 
 def racing_rounds(
@@ -119,32 +118,27 @@ def key_of(pair: dict) -> str:
 
 
 def measure_lengths(sweep, node: str, rows: list[dict]) -> dict[str, dict]:
-    """config_key -> {"measure": {"measure_steps": n}, "measure_rule": why} for this node's points whose optimal
-    number of steps (sweep/results/measure_length.py) is below what the plan measures; {} without components."""
+    """config_key -> {"measure": {"measure_steps": n}, "measure_rule": why} for this node's points for which a shorter
+    trial buys more precision per second than the plan's (sweep/results/measure_length.py); {} without components."""
     state = sweep.budget.components.get(node)
     if state is None:
         return {}
-    step_times: dict[str, list[float]] = {}
+    components = VarianceComponents.from_dict(state)
+    measured: dict[str, list[dict]] = {}
     for r in (clean_row(r) for r in rows):
-        if str(r.get("node")) == node and r["_ok"] and not r.get("shared_from"):
-            step_times.setdefault(r["config_key"], []).append(r["step_time_median_s"])
+        if str(r.get("node")) == node and r["_ok"] and not r.get("shared_from") and step_times(r):
+            measured.setdefault(r["config_key"], []).append(r)
     lengths = {}
-    for pair in sweep.pairs:
-        key = key_of(pair)
-        if pair["node"] != node or key in lengths or key not in step_times:
-            continue
-        step_s = statistics.median(step_times[key])
-        optimum = optimal_steps(state, step_s)
-        planned = pair["config"].get("measure_steps") or AUTO_MEASURE_STEPS
-        if optimum is None or optimum >= planned:
+    for key, trials in measured.items():
+        step_s = statistics.median(r["step_time_median_s"] for r in trials)
+        planned = round(statistics.median(len(step_times(r)) for r in trials))
+        best = components.steps(step_s, planned)
+        if best is None:
             continue
         rule = (
-            f"Kalibera-Jones n* = {optimum} steps: between-trial sd {state['between'] ** 0.5:.1%}, per-step sd "
-            f"{state['within'] ** 0.5:.1%}, fixed cost {state['fixed_s']:.2f} s, step {step_s * 1e3:.1f} ms"
+            f"Kalibera-Jones: {best} steps buy more precision per second than {planned}: a trial's sd "
+            f"{math.sqrt(components.variance(best)):.1%} at {best} steps, {math.sqrt(components.variance(planned)):.1%} "
+            f"at {planned}; fixed cost {components.fixed_s:.2f} s, step {step_s * 1e3:.1f} ms"
         )
-        lengths[key] = {"measure": {"measure_steps": optimum}, "measure_rule": rule}
+        lengths[key] = {"measure": {"measure_steps": best}, "measure_rule": rule}
     return lengths
-
-
-def optimal_steps(state: dict, step_s: float) -> int | None:
-    return VarianceComponents(**state).steps(step_s)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sweep.results import racing
-from sweep.results.measure_length import MEDIAN_EFFICIENCY, variance_components
+from sweep.results.measure_length import variance_components
 from sweep.results.racing import UNDECIDED, look_alpha, no_effect_text, race, sequential_decision, to_remeasure
 
 # this VM's noise (benchmarks/README.md, "Numbers a user can trust"): whole trials shift level by ~6% (sd), a step
@@ -125,24 +125,38 @@ def test_race_reads_stored_rows_and_names_what_to_measure_again():
     assert to_remeasure(rows, decisions) == {("n", "k8"), ("n", "k256")}
 
 
-def test_kalibera_jones_steps_from_the_variance_components():
-    rng = np.random.default_rng(7)
+def kj_rows(rng, *, between: float, transient: float, steps: int = 120) -> list[dict]:
+    """Four trials of each of three points: level shifts of sd `between`, 8% per-step noise, and a start transient
+    of sd `transient` on each trial's first 12 measured steps (a fresh process settling)."""
     rows = []
     for key in ("a", "b", "c"):
         for repeat in range(4):
-            level = math.exp(rng.normal(math.log(0.08), 0.06))
-            steps = list(level * np.exp(rng.normal(0, 0.08, 200)))
+            level = rng.normal(math.log(0.08), between)
+            logs = level + rng.normal(0, 0.08, steps)
+            logs[:12] += rng.normal(0, transient)
+            times = list(np.exp(logs))
             rows.append(
                 {"node": "n", "study": "s", "config_key": key, "status": "ok", "repeat": repeat}
-                | {"step_time_median_s": float(np.median(steps)), "step_times_s": steps}
-                | {"timed_region_s": 16.5, "time_to_first_step_s": 0.5, "measured_region_s": 16.0, "startup_s": 2.0}
-                | {"wall_s": 19.0, "import_s": 1.5}
+                | {"step_time_median_s": float(np.median(times)), "step_times_s": times}
+                | {"timed_region_s": 10.1, "time_to_first_step_s": 0.1, "measured_region_s": 9.6, "startup_s": 0.5}
+                | {"wall_s": 11.0, "import_s": 0.0}
             )
-    components = variance_components(rows)
+    return rows
+
+
+def test_kalibera_jones_steps_from_the_variance_components():
+    # trials shift level a lot, steps are steady: many short trials beat few long ones
+    components = variance_components(kj_rows(np.random.default_rng(7), between=0.10, transient=0.0))
     assert components.trials == 12 and components.repeated_points == 3
-    assert 0.06 < math.sqrt(components.within) < 0.10
-    assert 0.02 < math.sqrt(max(components.between, 0)) < 0.12
-    assert components.fixed_s == pytest.approx(3.0)  # wall 19 s less 16 s measured
-    expected = math.sqrt(3.0 / 0.08 * MEDIAN_EFFICIENCY * components.within / components.between)
-    assert components.steps(0.08) == max(10, round(expected))
-    assert components.steps(0.08) < 200  # trials this noisy between themselves want fewer steps and more trials
+    assert components.fixed_s == pytest.approx(11.0 - 9.6)  # everything but the measured steps
+    assert 0.06 < math.sqrt(components.within) < 0.10  # the per-step sd, 8%
+    assert 0.05 < math.sqrt(max(components.between, 0)) < 0.2
+    assert [n for n, _ in components.per_trial][:3] == [10, 15, 20] and components.per_trial[-1][0] == 120
+    best = components.steps(0.08, 120)
+    assert best is not None and best < 40
+    assert components.cost(best, 0.08) < components.cost(120, 0.08)
+    # the same, but a fresh trial's first steps wander (bursts, a process settling): measured, not assumed away, the
+    # variance of a short trial says so, and the trials stay well past the settling steps
+    settling = variance_components(kj_rows(np.random.default_rng(7), between=0.02, transient=0.4))
+    assert settling.variance(10) > 4 * settling.variance(120)
+    assert (settling.steps(0.08, 120) or 120) >= 40

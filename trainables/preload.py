@@ -36,8 +36,9 @@ ENABLE_VARIABLE = "BENCH_PRELOAD"  # 0: every worker is spawned, as before the f
 DEFAULT = "1"
 DIR_VARIABLE = "BENCH_PRELOAD_DIR"
 IDLE_S = 300.0
-# each idle server holds ~300 MB and wakes every few seconds: six cover the quick plan's common environments
-SERVERS, SERVERS_VARIABLE = 6, "BENCH_PRELOAD_SERVERS"
+# each idle server holds ~300 MB (much of it the shared libraries' pages) and wakes every few seconds: twelve hold the
+# quick plan's environments (allocators, ISA caps, core counts, OpenMP settings, frameworks); six restarted 85 times
+SERVERS, SERVERS_VARIABLE = 12, "BENCH_PRELOAD_SERVERS"
 START_TIMEOUT_S = 120.0  # the server's imports: ~2.7 s for torch here, much more on a loaded node
 REPLY_TIMEOUT_S = 30.0
 # per call, read by no library: left out of the key, and set in the child as the request has it
