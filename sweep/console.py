@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sweep.plan import CONTROL_STUDY, Plan
 from sweep.results import compare
+from sweep.results.racing import STOPPED
 from sweep.results.tables import format_table
 from trainables.columns import COLUMNS, summary_columns
 from trainables.config import format_assignments
@@ -67,12 +68,11 @@ def budget_clause(sweep) -> str:
     budget = sweep.budget
     if budget is None:
         return ""
-    ended = {"decided": "every ratio decided", "budget": "budget spent", "rounds": "round limit"}
     count = sum(bool(pair.get("dropped")) and pair.get("measured_by") is None for pair in sweep.pairs)
     dropped = f", {count} trials left out at the deadline" if count else ""
     return (
         f"; budget {budget.seconds / 60:.0f} min: {budget.rounds} rounds "
-        f"({budget.first_round} for every point, then racing), ended: {ended.get(budget.stopped, 'interrupted')}"
+        f"({budget.first_round} for every point, then racing), ended: {STOPPED.get(budget.stopped, 'interrupted')}"
         f"{dropped}"
     )
 

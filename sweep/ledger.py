@@ -58,6 +58,11 @@ def pair_of(
     }
 
 
+def pair_key(pair: dict) -> str:
+    """The config_key of a pair: the third part of its identity."""
+    return pair["identity"].split("/")[-2]
+
+
 def pair_columns(pair: dict) -> dict:
     """The columns a pair's row takes from the pair: which trial of the plan, which repeat, where in the order."""
     return {
@@ -155,7 +160,7 @@ class SweepLedger:
         (else the node's) plus the steps it will measure (`measure` of a later round, else as before); None while its
         node has no timed cycle."""
         pair, node = self.pairs[index], str(self.pairs[index]["node"])
-        key = pair["identity"].split("/")[-2]
+        key = pair_key(pair)
         own = self.cycles.get((node, key))
         pool = own or [c for (n, _), cycles in self.cycles.items() if n == node for c in cycles]
         if not pool:

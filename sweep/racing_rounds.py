@@ -16,6 +16,7 @@ import random
 import statistics
 from collections.abc import Callable
 
+from sweep.ledger import pair_key
 from sweep.plan import MAX_REPEATS
 from sweep.results.measure_length import VarianceComponents, variance_components
 from sweep.results.racing import race, to_remeasure
@@ -81,7 +82,7 @@ def add_round(sweep, wanted: set[tuple[str, str]], round_: int, rows: list[dict]
             and p.get("phase") == "grid"
             and p.get("measured_by") is None
             and not p.get("unsupported")
-            and key_of(p) in keys
+            and pair_key(p) in keys
         ]
         random.Random(f"{sweep.order.get('order_seed', 0)}/{round_}/{node}").shuffle(measuring)
         lengths = measure_lengths(sweep, node, rows)
@@ -107,14 +108,10 @@ def add_round(sweep, wanted: set[tuple[str, str]], round_: int, rows: list[dict]
 def _copy(sweep, index: int, repeat: int, position: int, lengths: dict[str, dict]) -> int:
     pair = {k: v for k, v in sweep.pairs[index].items() if k not in ("shares", "measured_by", "dropped")}
     pair |= {"repeat": repeat, "trial_order": position, "identity": pair["identity"].rsplit("/", 1)[0] + f"/{repeat}"}
-    pair |= lengths.get(key_of(pair), {})
+    pair |= lengths.get(pair_key(pair), {})
     sweep.pairs.append(pair)
     sweep.by_identity[pair["identity"]] = len(sweep.pairs) - 1
     return len(sweep.pairs) - 1
-
-
-def key_of(pair: dict) -> str:
-    return pair["identity"].split("/")[-2]
 
 
 def measure_lengths(sweep, node: str, rows: list[dict]) -> dict[str, dict]:

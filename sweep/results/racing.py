@@ -41,6 +41,8 @@ ALPHA = 0.05
 DEFAULT_DELTA = 0.05
 FIRST_LOOK_ROUNDS = 2  # the fewest repeats a point's own variance can be read from
 FASTER, SLOWER, UNDECIDED = "faster", "slower", "undecided"
+# why a budgeted sweep's racing ended (sweep/racing_rounds.py sets the key, the closing line and report say the text)
+STOPPED = {"decided": "every ratio decided", "budget": "budget spent", "rounds": "round limit"}
 
 
 def look_alpha(look: int) -> float:

@@ -43,7 +43,8 @@ def write_report(
 ) -> Path:
     """Write index.md and the PNGs for a sweep (None: the one recorded most recently); returns index.md's path."""
     sweep_id = sweep_id or latest_sweep(store)
-    rows = sorted((clean_row(r) for r in store.rows(sweep_id)), key=plan_order)
+    stored = store.rows(sweep_id)
+    rows = sorted((clean_row(r) for r in stored), key=plan_order)
     if not rows:
         raise EmptyStore(f"sweep {sweep_id!r} has no rows in the store at {store.root}")
     out = Path(out_dir) if out_dir else store.root / "report" / sweep_id
@@ -64,7 +65,7 @@ def write_report(
     rows = [r for p in points for r in p["_rows"]] + control  # whole-sweep tables follow the sections
     parts = [header(sweep_id, rows), READING] + ([across_nodes(rows, out)] if len(nodes) > 1 else [])
     budget = sweep_budget(store.root, sweep_id)
-    parts += [resolution_markdown(ratio_lines(store.rows(sweep_id), budget), budget)]
+    parts += [resolution_markdown(ratio_lines(stored, budget), budget)]
     parts += [drift_section(control, nodes)]
     parts += [study_section(name, section_points, out, node) for name, node, section_points in sections]
     parts += [phase_table(rows, noisy_cv), projections(points, tokens), not_ok(rows)]

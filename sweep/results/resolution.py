@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.results.racing import Decision, half_width, minimum_detectable_effect, race
+from sweep.results.racing import STOPPED, Decision, half_width, minimum_detectable_effect, race
 from sweep.results.rows import (
     clean_row,
     is_control,
@@ -111,10 +111,9 @@ def racing_outcome(lines: list[RatioLine], budget: dict) -> str:
     for d in decided:
         counts[d.verdict] = counts.get(d.verdict, 0) + 1
     spent, seconds = budget.get("spent_s") or 0.0, budget["seconds"]
-    stopped = {"decided": "every ratio decided", "budget": "the budget was spent", "rounds": "the round limit reached"}
     return (
         f"budget {seconds / 60:.1f} min: {spent / 60:.1f} min spent over {budget['rounds']} rounds, racing ended: "
-        f"{stopped.get(budget.get('stopped'), 'the run was interrupted')}; ratios at δ = ±{budget['delta']:.0%}: "
+        f"{STOPPED.get(budget.get('stopped'), 'interrupted')}; ratios at δ = ±{budget['delta']:.0%}: "
         + ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
     )
 
