@@ -143,7 +143,8 @@ def tune_trial(config: dict, pairs: list[dict]) -> None:
     cfg = TrialConfig(**pair["config"])
     # a later round of a budgeted sweep measures as many steps as its node's noise asks for (sweep/racing_rounds.py);
     # the point, and so its key, stay the plan's
-    row = _run_off_housekeeping(dataclasses.replace(cfg, **pair["measure"]) if pair.get("measure") else cfg)
+    measured = dataclasses.replace(cfg, **pair["measure"]) if pair.get("measure") else cfg
+    row = _run_off_housekeeping(measured, preload_generation=int(pair.get("repeat", 0)))
     _report_row(row | pair_columns(pair) | {"config_key": cfg.config_key()})
 
 
@@ -153,7 +154,7 @@ def tune_point_trial(config: dict, base: dict, study: str, phase: str) -> None:
     _report_row(row | {"study": study, "trial_index": None, "point": json.dumps(config), "phase": phase})
 
 
-def _run_off_housekeeping(cfg: TrialConfig) -> dict:
+def _run_off_housekeeping(cfg: TrialConfig, preload_generation: int = 0) -> dict:
     """run_trial on the node's trial CPUs, this actor (every thread: Tune's, Ray's) on its housekeeping CPUs. The
     thread that starts the worker is on the trial's CPUs while it does: an unconfined worker inherits them."""
     remember_node_cpus()  # before the pin: a reused actor's next trial asks again
@@ -162,7 +163,13 @@ def _run_off_housekeeping(cfg: TrialConfig) -> dict:
         pin_processes([psutil.Process()], housekeeping)
         os.sched_setaffinity(0, trial_cpus)  # this thread only (per thread on Linux)
     try:
-        row = run_trial(cfg, data_dir=DATA_DIR, output_dir=OUTPUT_DIR, allowed_cpus=trial_cpus)
+        row = run_trial(
+            cfg,
+            data_dir=DATA_DIR,
+            output_dir=OUTPUT_DIR,
+            allowed_cpus=trial_cpus,
+            preload_generation=preload_generation,
+        )
     finally:
         if housekeeping:
             os.sched_setaffinity(0, housekeeping)

@@ -83,6 +83,21 @@ def test_a_forked_worker_reads_back_what_a_spawned_one_does(tiny, data_dir, tmp_
     assert again["interpreter_start_s"] < 0.5
 
 
+def test_each_round_forks_from_a_server_of_its_own(tiny, data_dir, tmp_path, servers):
+    """A round's server never serves the next round (a forked child inherits its server's memory layout): the next
+    round's first trial starts a new one and the old one goes; trials of one round share theirs."""
+    cfg = build_config(tiny)
+    rows, sockets = [], []
+    for generation in (0, 0, 1):
+        rows.append(run_trial(cfg, data_dir=data_dir, output_dir=tmp_path, preload_generation=generation))
+        sockets.append(sorted(p.name for p in servers.glob("*.sock")))
+    assert [r["worker_start"] for r in rows] == ["forked"] * 3, [r.get("error") for r in rows]
+    assert rows[0]["preload_start_s"] > 0 and rows[1]["preload_start_s"] == 0 and rows[2]["preload_start_s"] > 0
+    assert sockets[0] == sockets[1] and len(sockets[2]) == 1 and sockets[2] != sockets[0]
+    assert [name.rsplit(".", 2)[1] for name in (sockets[0][0], sockets[2][0])] == ["0", "1"]
+    assert rows[0]["loss_first"] == rows[2]["loss_first"]
+
+
 @pytest.mark.skipif(find_allocator("jemalloc") is None, reason="jemalloc is not installed")
 def test_another_allocator_or_thread_count_gets_a_server_of_its_own(tiny, data_dir, tmp_path, servers, monkeypatch):
     monkeypatch.setenv(preload.SERVERS_VARIABLE, "2")  # two servers a node: the third retires the one used longest ago

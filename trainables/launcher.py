@@ -176,8 +176,10 @@ def run_trial(
     poll_s: float = POLL_S,
     sysfs_root: Path = SYSFS_ROOT,
     journal_path: Path = DEFAULT_JOURNAL,
+    preload_generation: int = 0,
 ) -> dict:
-    """Run one validated config in a fresh worker process and return its flat result row."""
+    """Run one validated config in a fresh worker process and return its flat result row. `preload_generation`: the
+    sweep's round; a forked worker comes from that round's fork server (trainables/preload.py says why)."""
     row = base_row(cfg)
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
     # the same check plan validation makes: one definition of what this node cannot run
@@ -207,7 +209,9 @@ def run_trial(
             if cache_dir is not None:
                 env = env | compile_environment(cfg, cache_dir)
             row["env"] = json.dumps(recorded_env(env))
-            with preload.fork_server(cfg, worker_argv != WORKER_ARGV, env, cpus) as server:
+            with preload.fork_server(
+                cfg, worker_argv != WORKER_ARGV, env, cpus, preload_generation
+            ) as server:
                 row["loadavg_before"] = load_average()
                 outcome, worker_result, stderr = _spawn_worker(payload, command, env, limits, server)
                 row["loadavg_after"] = load_average()

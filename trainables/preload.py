@@ -11,7 +11,17 @@ A server is keyed by everything the native libraries read as they load: the work
 OMP_* / GOMP_* then, LD_PRELOAD chooses the allocator, the ISA cap and BENCH_* are read at import), the Python
 executable, the framework, and the CPU mask the libraries load under (libgomp sizes its places from it). A trial whose
 key no server holds gets a new server, and beyond SERVERS the one used longest ago is told to go (each holds a few
-hundred MB). Servers live in a private folder (mode 0700): $BENCH_PRELOAD_DIR, else $XDG_RUNTIME_DIR/bench-preload, else
+hundred MB).
+
+A server serves one round of a sweep (`generation`: the trial's repeat): a forked child inherits its server's whole
+address-space layout, and an eager trial allocates the same way each time, so every repeat of a point forked from one
+server ran on one memory layout. Whole trials shift level by layout (Mytkowicz et al. 2009, "Producing wrong data
+without doing anything obviously wrong!"); a spawned worker draws a fresh layout (ASLR) each time, and repeats from
+one server did not: two 15-minute quick runs with twelve long-lived servers disagreed by 14-19% on five ratios whose
+point and reference had different servers, 2-3 times the within-run intervals (benchmarks/README.md). A server per
+round makes a point's repeats independent draws again, as spawned ones are; points of one environment still share
+their round's server, so its layout cancels in their ratio. Starting a newer round's server tells the older ones of
+the same key to go. Servers live in a private folder (mode 0700): $BENCH_PRELOAD_DIR, else $XDG_RUNTIME_DIR/bench-preload, else
 /tmp/bench-preload-<uid>. A server exits after IDLE_S without a request, or once its socket file is gone.
 """
 
@@ -64,7 +74,7 @@ def fork_refusal(cfg, custom_worker: bool) -> str | None:
 
 
 @contextlib.contextmanager
-def fork_server(cfg, custom_worker: bool, env: dict[str, str], cpus: list[int] | None):
+def fork_server(cfg, custom_worker: bool, env: dict[str, str], cpus: list[int] | None, generation: int = 0):
     """A connection to the fork server of this worker's environment (started if need be), or None: the worker is
     spawned (a trial that cannot fork, or no server to be had)."""
     if fork_refusal(cfg, custom_worker) is not None:
@@ -73,7 +83,7 @@ def fork_server(cfg, custom_worker: bool, env: dict[str, str], cpus: list[int] |
     # the mask a spawned worker's libraries load under: the launcher's, narrowed to the trial's CPUs by worker.main
     load_cpus = cpus if cpus is not None else sorted(os.sched_getaffinity(0))
     try:
-        server = connect(env, cfg.framework, load_cpus)
+        server = connect(env, cfg.framework, load_cpus, generation=generation)
     except PreloadUnavailable as exc:
         print(f"launcher: spawning the worker: {exc}", file=sys.stderr)
         yield None
@@ -163,11 +173,15 @@ class ForkServer:
         self.close()
 
 
-def connect(env: dict[str, str], framework: str, load_cpus: list[int], python: str = sys.executable) -> ForkServer:
-    """A connection to the server of this key, started (and any other server told to go) if none runs; raises
-    PreloadUnavailable when none can be had."""
+def connect(
+    env: dict[str, str], framework: str, load_cpus: list[int], python: str = sys.executable, generation: int = 0
+) -> ForkServer:
+    """A connection to the server of this key and generation, started (older generations of the key, and beyond
+    max_servers() the server used longest ago, told to go) if none runs; raises PreloadUnavailable when none can be
+    had."""
     folder = runtime_dir()
-    key = server_key(env, python, framework, load_cpus)
+    base = server_key(env, python, framework, load_cpus)
+    key = f"{base}.{generation}"
     path = folder / f"{key}.sock"
     started = time.perf_counter()
     with _locked(folder):
@@ -175,6 +189,7 @@ def connect(env: dict[str, str], framework: str, load_cpus: list[int], python: s
             sock = _try_connect(path)
             start_s = 0.0
             if sock is None:
+                _retire_generations(folder, base)
                 stop_servers(folder, keep=max_servers() - 1)
                 _start_server(folder, key, env, python, framework, load_cpus)
                 start_s = time.perf_counter() - started
@@ -211,6 +226,16 @@ def stop_servers(folder: Path | None = None, keep: int = 0) -> list[int]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     return [pid for pid in pids if pid]
+
+
+def _retire_generations(folder: Path, base: str) -> None:
+    """Tell the servers of this key's other generations (rounds) to go: no later trial asks for them."""
+    for path in folder.glob(f"{base}.*.sock"):
+        sock = _try_connect(path)
+        if sock is not None:
+            sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def max_servers() -> int:
