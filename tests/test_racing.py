@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sweep.results import racing
+from sweep.results import paired, racing
 from sweep.results.measure_length import variance_components
 from sweep.results.racing import UNDECIDED, look_alpha, no_effect_text, race, sequential_decision, to_remeasure
 
@@ -24,11 +24,11 @@ def trial_medians(rng, rounds: int, effect: float = 0.0, between=BETWEEN_SD, ste
     return [(r, float(levels[r] + noise[r])) for r in range(rounds)]
 
 
-def null_study(rng, rounds: int, others: int = 6):
-    """A point and its reference with no effect, and other null points of the node that share the pooled variance."""
-    pool = [trial_medians(rng, rounds) for _ in range(others)]
+def null_study(rng, rounds: int, others: int = 3):
+    """A point and its reference with no effect, and other null ratios of the node that share the pooled variance."""
+    pool = [(trial_medians(rng, rounds), trial_medians(rng, rounds)) for _ in range(others)]
     point, reference = trial_medians(rng, rounds), trial_medians(rng, rounds)
-    return point, reference, [point, reference, *pool]
+    return point, reference, [(point, reference), *pool]
 
 
 def test_the_looks_spend_at_most_alpha_however_many_there_are():
@@ -40,7 +40,9 @@ def test_the_looks_spend_at_most_alpha_however_many_there_are():
 def test_a_clear_effect_is_decided_at_the_first_look():
     rng = np.random.default_rng(1)
     point, reference = trial_medians(rng, 10, effect=math.log(1.4)), trial_medians(rng, 10)
-    decision = sequential_decision(point, reference, [point, reference], first_round=3, delta=0.05)
+    others = [(trial_medians(rng, 10), trial_medians(rng, 10)) for _ in range(3)]  # the node's other ratios
+    pool = [(point, reference), *others]
+    decision = sequential_decision(point, reference, pool, first_round=3, delta=0.05)
     assert decision.verdict == racing.SLOWER
     assert decision.look == 1 and decision.repeats == 3  # decided on the first three rounds, not all ten
     assert 1.2 < decision.ratio < 1.7 and decision.low > 1.05
@@ -50,7 +52,7 @@ def test_a_null_effect_on_a_quiet_machine_ends_as_no_effect_larger_than_delta():
     rng = np.random.default_rng(2)
     quiet = dict(between=0.005)
     point, reference = trial_medians(rng, 8, **quiet), trial_medians(rng, 8, **quiet)
-    decision = sequential_decision(point, reference, [point, reference], first_round=2, delta=0.05)
+    decision = sequential_decision(point, reference, [(point, reference)], first_round=2, delta=0.05)
     assert decision.verdict == no_effect_text(0.05) == "no effect larger than 5%"
     assert 0.95 <= decision.low <= decision.high <= 1.05
 
@@ -59,7 +61,7 @@ def test_a_noisy_point_stays_undecided_and_says_how_wide_it_is():
     rng = np.random.default_rng(3)
     noisy = dict(between=0.3)
     point, reference = trial_medians(rng, 20, effect=0.03, **noisy), trial_medians(rng, 20, **noisy)
-    decision = sequential_decision(point, reference, [point, reference], first_round=2, delta=0.05)
+    decision = sequential_decision(point, reference, [(point, reference)], first_round=2, delta=0.05)
     assert decision.verdict == UNDECIDED and decision.look == 19 and decision.repeats == 20
     assert decision.text().startswith("undecided at ±") and decision.text().endswith("after 20 repeats")
 
@@ -71,9 +73,8 @@ def false_effects(rule_alpha, delta: float, studies: int = 1000, rounds: int = 1
     for _ in range(studies):
         point, reference, pool = null_study(rng, rounds)
         for look, seen in enumerate(range(2, rounds + 1), start=1):
-            xs, ys = [v for r, v in point if r < seen], [v for r, v in reference if r < seen]
-            pooled = racing.pooled_variance([[v for r, v in g if r < seen] for g in pool])
-            _, low, high = racing.interval(xs, ys, pooled, rule_alpha(look))
+            diffs = paired.differences(point, reference, seen)
+            _, low, high = paired.interval(diffs, paired.node_pool(pool, seen), rule_alpha(look))
             verdict = racing.verdict_of(low, high, delta)
             if verdict != UNDECIDED:
                 effects += verdict in (racing.FASTER, racing.SLOWER)
@@ -96,8 +97,8 @@ def test_the_replay_is_the_racing_decision():
     rng = np.random.default_rng(5)
     point, reference = trial_medians(rng, 3, effect=math.log(1.5)), trial_medians(rng, 3)
     later = [(r + 3, v - math.log(1.5)) for r, v in trial_medians(rng, 6)]  # later rounds back at the reference's
-    early = sequential_decision(point, reference, [point, reference], first_round=3, delta=0.05)
-    replayed = sequential_decision(point + later[:3], reference, [point, reference], first_round=3, delta=0.05)
+    early = sequential_decision(point, reference, [(point, reference)], first_round=3, delta=0.05)
+    replayed = sequential_decision(point + later[:3], reference, [(point, reference)], first_round=3, delta=0.05)
     assert early.decided and replayed == early
 
 

@@ -340,13 +340,16 @@ def test_repeats_give_medians_intervals_and_verdicts(tmp_path):
     )
     assert "| gelu | grid | ok | 500.0 | 411.4–786.0 | 3 | 2.0% | 512 | 1.00x | 1.00x | reference |  |" in activation
     relu = line_with(activation, "| relu |")  # median of 0.60, 0.47, 0.55; the failed fourth trial is named
+    # paired by round: d = ln(.60/.50), ln(.47/.58), ln(.55/.465); mean 0.0467 -> 1.05x; its own variance 0.0496
+    # is above the node's pool (0.0248, df 4), so exp(±t(.975, 4) sqrt(0.0496 / 3)) = exp(±0.357)
     assert relu == (
-        "| relu | grid | ok 3 of 4 | 550.0 | 360.4–733.0 | 3 | 2.0% | 465 | 1.10x (0.65–1.45) | 0.91x (0.69–1.55) "
+        "| relu | grid | ok 3 of 4 | 550.0 | 360.4–733.0 | 3 | 2.0% | 465 | 1.05x (0.73–1.50) | 0.91x (0.67–1.36) "
         "| no measurable effect | worker killed |"
     )
     width = section(text, "## Study `width`")
     assert (
-        "| 256 | grid | ok | 150.0 | 140.8–162.5 | 3 | 2.0% | 1,707 | 1.50x (1.42–1.61) | 0.67x (0.62–0.71) | slower |"
+        # the node's pooled variance (0.0248, the noisy activation ratio's mostly) widens the tight ratio: exp(±0.252)
+        "| 256 | grid | ok | 150.0 | 140.8–162.5 | 3 | 2.0% | 1,707 | 1.50x (1.17–1.93) | 0.67x (0.52–0.86) | slower |"
         in (width)
     )
     assert "**No evidence of a bend** (2 distinct positive values" in width
@@ -366,9 +369,9 @@ def test_terminal_summary_shows_intervals_and_verdicts(tmp_path):
     summary = study_summary(repeats_store(tmp_path), SWEEP)
     lines = {ln.split()[0]: ln.split() for ln in summary.splitlines() if ln.startswith(("activation=", "width="))}
     assert lines["activation=gelu"] == ["activation=gelu", "500.0", "411.4–786.0", "3", "512", "1.00x", "reference"]
-    assert lines["activation=relu"][1:6] == ["550.0", "360.4–733.0", "3", "465", "1.10x"]
-    assert " ".join(lines["activation=relu"][6:]) == "(0.65–1.45) no measurable effect; worker killed"
-    assert lines["width=256"][1:] == ["150.0", "140.8–162.5", "3", "1,707", "1.50x", "(1.42–1.61)", "slower"]
+    assert lines["activation=relu"][1:6] == ["550.0", "360.4–733.0", "3", "465", "1.05x"]
+    assert " ".join(lines["activation=relu"][6:]) == "(0.73–1.50) no measurable effect; worker killed"
+    assert lines["width=256"][1:] == ["150.0", "140.8–162.5", "3", "1,707", "1.50x", "(1.17–1.93)", "slower"]
     assert "step ms (median)  95% CI" in summary and "repeats" in summary and "verdict / reason" in summary
 
 

@@ -19,11 +19,9 @@ so the chance that any look, however many the budget allows, holds an interval t
 its round), so the report, the runner and a resumed sweep reach the same decision from the same rows, and each look
 is taken once.
 
-The interval at each look: the difference of the mean log step times (each trial's median is one value) of the
-point and the reference, with the variance of a trial's log median pooled over every point the node measured in
-those rounds (whole trials shift level by the same ~6% whatever the config; pooling gives the variance many degrees
-of freedom instead of the 1-4 of a point's own repeats), never below the point's own (a noisier point keeps its own),
-and Student's t with Welch-Satterthwaite degrees of freedom.
+The interval at each look is the paired one of sweep/results/paired.py: each round's point over the same round's
+reference (the drift they share cancels), Student's t over the rounds seen, the variance pooled over every ratio of
+the node in those rounds and never below the ratio's own.
 """
 
 from __future__ import annotations
@@ -33,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as distributions
 
+from sweep.results.paired import Pooled, Trials, differences, interval, node_pool
 from sweep.results.rows import clean_row, is_control, plan_order, study_shape
 
 ALPHA = 0.05
@@ -84,45 +82,6 @@ class Decision:
         return f"undecided at ±{half:.0%} after {self.repeats} repeats"
 
 
-@dataclass(frozen=True)
-class Pooled:
-    """The variance of one trial's log median, pooled over the points of a node, and its degrees of freedom."""
-
-    variance: float
-    df: int
-
-
-def pooled_variance(groups: Sequence[Sequence[float]]) -> Pooled | None:
-    """One-way pooled variance of the log medians: each group is one point's trials."""
-    df = sum(len(g) - 1 for g in groups if len(g) >= 2)
-    if df == 0:
-        return None
-    squares = sum(float(np.sum((np.asarray(g) - np.mean(g)) ** 2)) for g in groups if len(g) >= 2)
-    return Pooled(squares / df, df)
-
-
-def interval(point: Sequence[float], reference: Sequence[float], pooled: Pooled | None, alpha: float):
-    """(ratio, low, high) of exp(mean(point) - mean(reference)) at level 1 - alpha; log step times in; low and high
-    None where neither side's nor the pool's variance can be read."""
-    x, y = np.asarray(point, dtype=float), np.asarray(reference, dtype=float)
-    ratio = math.exp(float(x.mean() - y.mean()))
-    sides = []
-    for values in (x, y):
-        own = (float(values.var(ddof=1)), len(values) - 1) if len(values) >= 2 else None
-        if pooled is not None and (own is None or pooled.variance >= own[0]):
-            sides.append((pooled.variance, pooled.df, len(values)))
-        elif own is not None:
-            sides.append((*own, len(values)))
-        else:
-            return ratio, None, None
-    variance = sum(v / n for v, _, n in sides)
-    if variance <= 0:
-        return ratio, ratio, ratio
-    df = variance**2 / sum((v / n) ** 2 / d for v, d, n in sides)
-    half = float(distributions.t.ppf(1 - alpha / 2, df)) * math.sqrt(variance)
-    return ratio, ratio * math.exp(-half), ratio * math.exp(half)
-
-
 def verdict_of(low: float | None, high: float | None, delta: float) -> str:
     if low is None:
         return UNDECIDED
@@ -136,27 +95,27 @@ def verdict_of(low: float | None, high: float | None, delta: float) -> str:
 
 
 def sequential_decision(
-    point: Sequence[tuple[int, float]],
-    reference: Sequence[tuple[int, float]],
-    pool: Sequence[Sequence[tuple[int, float]]],
+    point: Trials,
+    reference: Trials,
+    pool: Sequence[tuple[Trials, Trials]],
     *,
     first_round: int,
     delta: float,
 ) -> Decision:
-    """Replay the looks over (round, log median) trials of the point and its reference; `pool`: every point of the
-    node as such lists (the variance is pooled over them, look by look). Look k sees rounds 0 .. first_round + k - 2:
-    look 1 the first `first_round` rounds, each later look one round more. The first look that decides wins."""
+    """Replay the looks over (round, log median) trials of the point and its reference; `pool`: every ratio of the
+    node as (point's trials, reference's trials), its paired variance pooled look by look. Look k sees rounds
+    0 .. first_round + k - 2: look 1 the first `first_round` rounds, each later look one round more. The first look
+    that decides wins."""
     last_round = max((r for r, _ in [*point, *reference]), default=-1)
     decision = Decision(UNDECIDED, float("nan"), None, None, len(point), len(reference), 0, None)
     for look, rounds in enumerate(range(first_round, last_round + 2), start=1):
-        xs = [v for r, v in point if r < rounds]
-        ys = [v for r, v in reference if r < rounds]
-        if not xs or not ys:
+        diffs = differences(point, reference, rounds)
+        if not diffs:
             continue
         alpha = look_alpha(look)
-        pooled = pooled_variance([[v for r, v in group if r < rounds] for group in pool])
-        ratio, low, high = interval(xs, ys, pooled, alpha)
-        decision = Decision(verdict_of(low, high, delta), ratio, low, high, len(xs), len(ys), look, alpha)
+        ratio, low, high = interval(diffs, node_pool(pool, rounds), alpha)
+        seen = (sum(r < rounds for r, _ in point), sum(r < rounds for r, _ in reference))
+        decision = Decision(verdict_of(low, high, delta), ratio, low, high, *seen, look, alpha)
         if decision.decided:
             return decision
     return decision
@@ -167,13 +126,18 @@ def race(rows: Sequence[dict], *, first_round: int, delta: float) -> dict[tuple[
     """Every ratio of a sweep's grid studies, (node, study, config_key) -> its Decision."""
     decisions = {}
     for node, (trials, studies) in node_studies(rows).items():
-        pool = list(trials.values())
+        pool = ratio_pairs(trials, studies)
         for study, keys in studies.items():
             for key in keys[1:]:
                 decisions[(node, study, key)] = sequential_decision(
                     trials[key], trials[keys[0]], pool, first_round=first_round, delta=delta
                 )
     return decisions
+
+
+def ratio_pairs(trials: dict[str, list], studies: dict[str, list[str]]) -> list[tuple[Trials, Trials]]:
+    """Every ratio of a node's studies as (point's trials, reference's trials): the pool of paired variances."""
+    return [(trials[key], trials[keys[0]]) for keys in studies.values() for key in keys[1:]]
 
 
 def node_studies(rows: Sequence[dict]) -> dict[str, tuple[dict[str, list[tuple[int, float]]], dict[str, list[str]]]]:
@@ -199,6 +163,11 @@ def node_studies(rows: Sequence[dict]) -> dict[str, tuple[dict[str, list[tuple[i
             studies[study] = [key for key in ordered if trials.get(key)]
         found[node] = (trials, studies)
     return found
+
+
+def node_pools(rows: Sequence[dict]) -> dict[str, Pooled | None]:
+    """node -> the paired variance pooled over every ratio of its studies (the report's intervals use it)."""
+    return {node: node_pool(ratio_pairs(trials, studies)) for node, (trials, studies) in node_studies(rows).items()}
 
 
 def to_remeasure(rows: Sequence[dict], decisions: dict[tuple[str, str, str], Decision]) -> set[tuple[str, str]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from sweep.results.compare import compare_markdown
 from sweep.results.comparison import CompareError, build_comparison, group_rows, node_count
 from sweep.results.report_drift import drift_section
+from sweep.results.racing import node_pools
 from sweep.results.report_study import study_section
 from sweep.results.report_tables import not_ok, phase_table, projections
 from sweep.results.resolution import ratio_lines, resolution_markdown, sweep_budget
@@ -30,9 +31,13 @@ READING = (
     f"How to read the step times: each point's median step time is the median over its repeats (trials of the same "
     f"config) of each repeat's median step time; its {CONFIDENCE:.0%} confidence interval is a hierarchical bootstrap "
     f"({RESAMPLES} resamples, seed {SEED}) that draws the repeats and, inside each, its steps, because whole trials "
-    "shift level on these machines. A ratio's interval comes from the same resamples; **no measurable effect** marks "
-    "a ratio whose interval includes 1.00. A point with 1 repeat can resample its steps only: its interval ignores "
-    "between-trial variation and is too narrow, and its verdict says '1 repeat: steps only'. Knees and Amdahl fits "
+    "shift level on these machines. A ratio to the study's reference is the geometric mean of the rounds' ratios "
+    "(the point over the reference measured in the same round, which cancels the drift they share), its interval "
+    "Student's t over the rounds with the variance pooled over every ratio of the node (sweep/results/paired.py); "
+    "where the rounds cannot be paired (a point a searcher proposed) it comes from the bootstrap resamples. "
+    "**No measurable effect** marks a ratio whose interval includes 1.00. A point with 1 repeat and no pairing can "
+    "resample its steps only: its interval ignores between-trial variation and is too narrow, and its verdict says "
+    "'1 repeat: steps only'. Knees and Amdahl fits "
     "are shown only where there are more distinct values than parameters and, for a knee, where it fits "
     "significantly better than one straight line."
 )
@@ -67,7 +72,8 @@ def write_report(
     budget = sweep_budget(store.root, sweep_id)
     parts += [resolution_markdown(ratio_lines(stored, budget), budget)]
     parts += [drift_section(control, nodes)]
-    parts += [study_section(name, section_points, out, node) for name, node, section_points in sections]
+    pools = node_pools(stored)
+    parts += [study_section(name, section_points, out, node, pools) for name, node, section_points in sections]
     parts += [phase_table(rows, noisy_cv), projections(points, tokens), not_ok(rows)]
     parts += [breakdown_markdown(load_breakdowns(store.root, sweep_id))]
     index = out / "index.md"

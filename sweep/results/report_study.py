@@ -35,8 +35,9 @@ CORE_AXES = ("cores", "threads")
 FLAT_BEND = 0.1  # slopes closer than this in log-log are one straight line within step-time noise
 
 
-def study_section(study: str, points: list[dict], out: Path, node: str | None = None) -> str:
-    """A study's plot, fits and table; `node`: the points are one node's of a multi-node sweep, named in the title."""
+def study_section(study: str, points: list[dict], out: Path, node: str | None = None, pools: dict | None = None) -> str:
+    """A study's plot, fits and table; `node`: the points are one node's of a multi-node sweep, named in the title;
+    `pools`: each node's pooled paired variance (racing.node_pools), for the ratios' intervals."""
     kind, x_axis, series, axes, points = study_shape(points)
     ok = [p for p in points if p["_ok"] and (x_axis is None or is_number(p["_point"].get(x_axis)))]
     title = f"## Study `{study}`" + (f": {', '.join(axes)}" if axes else "") + (f" on {node}" if node else "")
@@ -54,16 +55,16 @@ def study_section(study: str, points: list[dict], out: Path, node: str | None = 
     reference = study_reference(points)
     fitted = fit if fit and bend_evidence(fit) is None else None
     plot_study(png, label, kind, x_axis, series, ok, fitted, scaling, reference)
-    text += [f"![{label}]({png.name})", "", study_table(points, axes)]
+    text += [f"![{label}]({png.name})", "", study_table(points, axes, pools)]
     if reference:
         text += ["", reference_table(points, reference)]
     return "\n".join(text)
 
 
-def study_table(points: list[dict], axes: list[str]) -> str:
+def study_table(points: list[dict], axes: list[str], pools: dict | None = None) -> str:
     """Every point of the study: its median over repeats with the interval, and its ratio to the study's first ok point
     (the smallest value of a numeric axis, else plan order) with the ratio's interval and verdict."""
-    ratios = ratios_to_first(points)
+    ratios = ratios_to_first(points, pools)
     first = next((p for p in points if p["_ok"]), None)
     several_data = len({data_of(p) for p in points}) > 1  # the hub's text and the offline corpus: two points
     table = []

@@ -1,8 +1,8 @@
 """What a sweep could and could not resolve: each study's minimum detectable effect at 95% and the whole sweep's, and
 for a budgeted sweep each ratio's racing decision (sweep/results/racing.py), in the terminal and in the report.
 
-The minimum detectable effect of a ratio is the half-width of its 95% interval (the report's hierarchical bootstrap,
-sweep/results/stats.py), symmetric in log space: a point further from its reference than that would have had an
+The minimum detectable effect of a ratio is the half-width of its 95% interval (the report's: paired by round with the
+node's pooled variance, sweep/results/paired.py, where the rounds pair), symmetric in log space: a point further from its reference than that would have had an
 interval that excludes 1.0. A study's is the median over its ratios, the sweep's the median over all of them. Ratios
 with a side measured once are left out: a steps-only interval ignores between-trial variation and reads too narrow.
 """
@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.results.racing import STOPPED, Decision, half_width, minimum_detectable_effect, race
+from sweep.results.racing import STOPPED, Decision, half_width, minimum_detectable_effect, node_pools, race
 from sweep.results.rows import (
     clean_row,
     is_control,
@@ -48,6 +48,7 @@ def ratio_lines(rows: list[dict], budget: dict | None) -> list[RatioLine]:
         (clean_row(r) for r in rows if r.get("phase", "grid") == "grid" and not is_control(r)), key=plan_order
     )
     decisions = race(rows, first_round=budget["first_round"], delta=budget["delta"]) if budget else {}
+    pools = node_pools(rows)
     lines = []
     for node in sorted({str(r.get("node") or "") for r in grid}):
         by_study: dict[str, list[dict]] = {}
@@ -56,10 +57,12 @@ def ratio_lines(rows: list[dict], budget: dict | None) -> list[RatioLine]:
                 by_study.setdefault(str(r.get("study")), []).append(r)
         for study, study_rows in by_study.items():
             points = study_shape(point_rows(study_rows))[-1]
-            for point, ratio in list(zip(points, ratios_to_first(points), strict=True))[1:]:
+            reference = next((p for p in points if p["_ok"]), None)
+            for point, ratio in list(zip(points, ratios_to_first(points, pools), strict=True))[1:]:
                 if ratio is None or not point["_ok"]:
                     continue
-                width = None if ratio.steps_only else half_width(ratio.low, ratio.high)
+                once = min(len(point["_repeats"]), len(reference["_repeats"])) < 2
+                width = None if once or ratio.steps_only else half_width(ratio.low, ratio.high)
                 decision = decisions.get((node, study, point["config_key"]))
                 lines.append(
                     RatioLine(

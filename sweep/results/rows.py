@@ -14,7 +14,8 @@ import math
 import re
 import statistics
 
-from sweep.results.stats import NO_MEASURABLE_EFFECT, Estimate, Ratio, point_estimate, ratio_to_reference
+from sweep.results.paired import Pooled, differences, interval
+from sweep.results.stats import CONFIDENCE, NO_MEASURABLE_EFFECT, Estimate, Ratio, point_estimate, ratio_to_reference
 from sweep.results.store import Store
 from trainables.config import format_assignments
 
@@ -109,14 +110,33 @@ def _medians_over(repeats: list[dict], identity: str) -> dict:
     }
 
 
-def ratios_to_first(points: list[dict]) -> list[Ratio | None]:
-    """Each ok point's step time over the first ok point's (the study's reference), with its interval."""
+def ratios_to_first(points: list[dict], pools: dict[str, Pooled | None] | None = None) -> list[Ratio | None]:
+    """Each ok point's step time over the first ok point's (the study's reference), with its interval: paired by
+    round with the node's pooled variance (`pools`: node -> racing.node_pools) where both are grid points measured in a
+    common round, else the hierarchical bootstrap of the two points' repeats."""
     first = next((p for p in points if p["_ok"]), None)
     reference = Ratio(1.0, None, None, False)  # no interval: the reference against itself is 1 by definition
-    return [
-        (reference if p is first else ratio_to_reference(p["_estimate"], first["_estimate"])) if p["_ok"] else None
-        for p in points
-    ]
+    return [(reference if p is first else ratio_of(p, first, pools)) if p["_ok"] else None for p in points]
+
+
+def ratio_of(point: dict, reference: dict, pools: dict[str, Pooled | None] | None) -> Ratio:
+    pool = (pools or {}).get(str(point.get("node") or ""))
+    ours, theirs = round_trials(point), round_trials(reference)
+    diffs = differences(ours, theirs) if pool is not None and ours and theirs else []
+    if diffs:
+        value, low, high = interval(diffs, pool, 1 - CONFIDENCE)
+        if low is not None:
+            return Ratio(value, low, high, False, paired=len(diffs))
+    return ratio_to_reference(point["_estimate"], reference["_estimate"])
+
+
+def round_trials(point: dict) -> list[tuple[int, float]] | None:
+    """(round, log median) of a grid point's ok repeats; None for a point a searcher proposed (not measured in
+    rounds beside its reference)."""
+    repeats = point["_repeats"]
+    if any(r.get("phase", "grid") not in ("grid", None) for r in repeats):
+        return None
+    return [(int(r.get("repeat") or 0), math.log(r["step_time_median_s"])) for r in repeats]
 
 
 def tokens_ratio_text(point: dict, reference: dict, ratio: Ratio) -> str:

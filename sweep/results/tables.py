@@ -17,6 +17,7 @@ from sweep.results.rows import (
     study_shape,
     verdict_text,
 )
+from sweep.results.racing import node_pools
 from sweep.results.stats import control_drift
 from sweep.results.store import Store
 
@@ -51,7 +52,7 @@ def study_summary(store: Store, sweep_id: str) -> str:
     for row in sorted(rows, key=plan_order):
         where = f" on {row.get('host')} ({row.get('node')})" if several_nodes else ""
         by_study.setdefault(f"{row['study']}{where}", []).append(row)
-    blocks = []
+    blocks, pools = [], node_pools(rows)
     for study, study_rows in by_study.items():
         points = study_shape(point_rows(study_rows))[-1]
         columns = [
@@ -63,16 +64,16 @@ def study_summary(store: Store, sweep_id: str) -> str:
             "vs first (95% CI)",
             "verdict / reason",
         ]
-        block = f"study {study}\n" + format_table(columns, summary_lines(points))
+        block = f"study {study}\n" + format_table(columns, summary_lines(points, pools))
         control = [p for p in points if p["_ok"] and is_control(p)]
         blocks.append(block + "".join(f"\n{drift_line(p['_repeats'])}" for p in control))
     return "\n\n".join(blocks)
 
 
-def summary_lines(points: list[dict]) -> list[tuple]:
+def summary_lines(points: list[dict], pools: dict | None = None) -> list[tuple]:
     first = next((p for p in points if p["_ok"]), None)
     lines = []
-    for point, ratio in zip(points, ratios_to_first(points), strict=True):
+    for point, ratio in zip(points, ratios_to_first(points, pools), strict=True):
         ok, error = point["_ok"], str(point.get("error") or "")[:60]
         lines.append(
             (
