@@ -353,7 +353,7 @@ def test_repeats_give_medians_intervals_and_verdicts(tmp_path):
         in (width)
     )
     assert "**No evidence of a bend** (2 distinct positive values" in width
-    assert "**no measurable effect** marks a ratio whose interval includes 1.00" in text
+    assert "marked **no measurable effect** has an interval that includes 1.00" in text
     assert "hierarchical bootstrap (2000 resamples, seed 12)" in text
     phases = section(text, "## Forward / backward / optimizer")  # every trial, its repeat named
     assert "| activation: activation=gelu (repeat 2) | 139.5 ± 4.7 |" in phases

@@ -35,7 +35,7 @@ READING = (
     "(the point over the reference measured in the same round, which cancels the drift they share), its interval "
     "Student's t over the rounds with the variance pooled over every ratio of the node (sweep/results/paired.py); "
     "where the rounds cannot be paired (a point a searcher proposed) it comes from the bootstrap resamples. "
-    "**No measurable effect** marks a ratio whose interval includes 1.00. A point with 1 repeat and no pairing can "
+    "A ratio marked **no measurable effect** has an interval that includes 1.00. A point with 1 repeat and no pairing can "
     "resample its steps only: its interval ignores between-trial variation and is too narrow, and its verdict says "
     "'1 repeat: steps only'. Knees and Amdahl fits "
     "are shown only where there are more distinct values than parameters and, for a knee, where it fits "
