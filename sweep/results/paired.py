@@ -2,7 +2,7 @@
 over every ratio of the node. The report, the terminal summary and racing (sweep/results/racing.py) all use it.
 
 Why paired: on the VMs this runs on the machine drifts (the control point spread 1.6-1.8x over a 15-minute sweep) and
-neighbouring trials share the drift (residuals of trials a few seconds apart correlate 0.5-0.6, ten trials apart
+neighbouring trials share the drift (residuals of neighbouring trials correlate 0.48-0.58, ten trials apart
 ~0.1). A sweep measures every point once per round, in a shuffled order, so a point and its reference meet in each
 round within tens of seconds: the difference of their log step times in one round,
 
