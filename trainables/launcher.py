@@ -209,9 +209,7 @@ def run_trial(
             if cache_dir is not None:
                 env = env | compile_environment(cfg, cache_dir)
             row["env"] = json.dumps(recorded_env(env))
-            with preload.fork_server(
-                cfg, worker_argv != WORKER_ARGV, env, cpus, preload_generation
-            ) as server:
+            with preload.fork_server(cfg, worker_argv != WORKER_ARGV, env, cpus, preload_generation) as server:
                 row["loadavg_before"] = load_average()
                 outcome, worker_result, stderr = _spawn_worker(payload, command, env, limits, server)
                 row["loadavg_after"] = load_average()

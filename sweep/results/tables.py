@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from sweep.results.racing import node_pools
 from sweep.results.rows import (
     clean_row,
     interval_ms,
@@ -17,7 +18,6 @@ from sweep.results.rows import (
     study_shape,
     verdict_text,
 )
-from sweep.results.racing import node_pools
 from sweep.results.stats import control_drift
 from sweep.results.store import Store
 
