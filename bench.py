@@ -17,6 +17,7 @@ import duckdb
 
 from sweep.plan import PlanError
 from sweep.results.store import DEFAULT_RESULT_DIR
+from sweep.results.store_check import add_check_parser
 from trainables.columns import KINDS, columns_markdown
 from trainables.config import ConfigError, build_config, parse_assignments
 from trainables.dataset import OFFLINE_DATASET
@@ -193,6 +194,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_compare_parser(commands, store)
     add_autotune_parser(commands, store)
     add_query_parser(commands, store)
+    add_check_parser(commands, store)
     add_columns_parser(commands)
     add_hw_parser(commands)
     return parser

@@ -5,12 +5,19 @@
 One file per row keeps every write atomic and independent: the row is written to a hidden temporary
 file, flushed to disk and renamed into place, so a crash leaves either the whole row or nothing
 that the `*.parquet` glob would read. Only the driver writes here; workers never do.
+
+A file that cannot be read (a truncated copy, a stray file, a bad disk) costs only its own row: every reader (run,
+resume, query, report, compare) goes on with the readable files and names the others once, in one line on stderr with
+their count; `bench.py check` lists them, and files whose columns disagree with the registry, and moves them to
+result/quarantine/ only when asked (sweep/results/store_check.py). A row left out is missing to a resume, which
+measures it again.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -72,10 +79,52 @@ def slug(text) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_")
 
 
+def unreadable_reason(path: Path) -> str | None:
+    """Why a stored file cannot be read as Parquet (its footer and schema), or None: it can."""
+    try:
+        pq.read_metadata(path)
+        return None
+    except (OSError, pa.ArrowException) as exc:
+        return str(exc).splitlines()[0][:200] or type(exc).__name__
+
+
 class Store:
     def __init__(self, result_dir: Path | str = DEFAULT_RESULT_DIR):
         self.root = Path(result_dir)
         self.trials_dir = self.root / "trials"
+        self._checked: dict[Path, tuple[int, int, str | None]] = {}  # path -> (size, mtime_ns, reason)
+        self._named: set[Path] = set()  # unreadable files already named on stderr
+
+    def readable(self) -> tuple[list[Path], dict[Path, str]]:
+        """The stored files that read as Parquet, and why each other one does not (each file checked once while its
+        size and time stay the same)."""
+        good, bad = [], {}
+        for path in self.files():
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue  # moved away (quarantined) since the listing
+            seen = self._checked.get(path)
+            if seen is None or seen[:2] != (info.st_size, info.st_mtime_ns):
+                seen = (info.st_size, info.st_mtime_ns, unreadable_reason(path))
+                self._checked[path] = seen
+            if seen[2] is None:
+                good.append(path)
+            else:
+                bad[path] = seen[2]
+        return good, bad
+
+    def _name_unreadable(self, bad: dict[Path, str]) -> None:
+        new = sorted(set(bad) - self._named)
+        if new:
+            self._named |= set(new)
+            first = new[0]
+            print(
+                f"bench.py: {len(bad)} unreadable file(s) in {self.trials_dir} left out ({first.name}: {bad[first]}"
+                f"{'; ...' if len(new) > 1 else ''}); 'bench.py check' lists them, 'bench.py check --quarantine' "
+                "moves them aside",
+                file=sys.stderr,
+            )
 
     def append(self, row: dict) -> Path:
         """Write one row atomically; returns the file written."""
@@ -98,12 +147,17 @@ class Store:
         """A DuckDB connection with the view `trials` over every stored row."""
         import duckdb
 
-        if not self.files():
-            raise EmptyStore(f"the store at {self.root} holds no trials yet")
+        good, bad = self.readable()
+        self._name_unreadable(bad)
+        if not good:
+            raise EmptyStore(f"the store at {self.root} holds no readable trials" + (" yet" if not bad else ""))
         con = duckdb.connect()
-        pattern = str(self.trials_dir / "**" / "*.parquet").replace("'", "''")
+        if bad:  # the readable files by name: a glob would stop at the first bad one
+            source = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in good) + "]"
+        else:
+            source = "'" + str(self.trials_dir / "**" / "*.parquet").replace("'", "''") + "'"
         con.execute(
-            f"CREATE VIEW trials AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+            f"CREATE VIEW trials AS SELECT * FROM read_parquet({source}, hive_partitioning = true, "
             "union_by_name = true, hive_types = {'sweep': VARCHAR, 'host': VARCHAR})"
         )
         return con
@@ -124,7 +178,8 @@ class Store:
             con.close()
 
     def rows(self, sweep: str | None = None) -> list[dict]:
-        if not self.files():
+        if not self.readable()[0]:
+            self._name_unreadable(self.readable()[1])
             return []
         where, params = ("WHERE sweep = ?", [sweep]) if sweep else ("", [])
         columns, rows = self.query(f"SELECT * FROM trials {where}", params)
@@ -132,7 +187,8 @@ class Store:
 
     def identities(self, sweep: str) -> set[str]:
         """'node/study/config_key/repeat' of every (node, trial, repeat) of a sweep that already has a row."""
-        if not self.files():
+        if not self.readable()[0]:
+            self._name_unreadable(self.readable()[1])
             return set()
         columns, _ = self.query("SELECT * FROM trials LIMIT 0")
         node = "node" if "node" in columns else "NULL"  # a store written before rows named their node
