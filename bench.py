@@ -91,6 +91,7 @@ def cmd_run(args) -> int:
         repeats=args.repeats,
         dashboard=args.dashboard if args.dashboard is not None else housekeeping >= 1,  # on with a CPU of its own
         budget_s=cli_budget(args.budget, args.resume),
+        queue=args.queue,
     )
     if sweep.missing():
         print(f"{len(sweep.missing())} trials still missing: python bench.py run --resume --sweep {sweep.sweep_id}")
@@ -226,6 +227,7 @@ def add_run_parser(commands, store) -> None:
         "--resume", action="store_true", help="continue an interrupted sweep (the newest unfinished one, or --sweep)"
     )
     run.add_argument("--sweep", help="with --resume: the sweep id to continue")
+    run.add_argument("--queue", action="store_true", help="wait for a sweep running on this machine or store to end")
     run.add_argument(
         "--repeats",
         type=int,

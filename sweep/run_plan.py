@@ -14,6 +14,7 @@ from sweep.results.resolution import ratio_lines, resolution_text, sweep_budget
 from sweep.results.store import Store
 from sweep.results.tables import study_summary
 from sweep.results.wall_time import WallTime, breakdown_text, save_breakdown
+from sweep.run_lock import exclusive_run
 from sweep.runner import run_sweep
 
 
@@ -28,9 +29,12 @@ def check_new_plan(document, source: str, *, address: str | None, record_unsuppo
 
 def run_plan(document: dict | None, source: str | None, result_dir: Path, **sweep_options) -> SweepLedger:
     """The sweep (a new one from document, or with resume=True the one it continues) run with run_sweep's
-    options, then its study summary, closing line, where the time went and report printed; returns it."""
+    options, holding the machine's and the store's run locks (`queue`: wait for another run's), then its study
+    summary, closing line, where the time went and report printed; returns it."""
     wall_time = WallTime()
-    sweep = run_sweep(document, source, result_dir, wall_time=wall_time, **sweep_options)
+    queue = sweep_options.pop("queue", False)
+    with exclusive_run(result_dir, local=not sweep_options.get("address"), queue=queue):
+        sweep = run_sweep(document, source, result_dir, wall_time=wall_time, **sweep_options)
     with wall_time.section("report"):
         summary = study_summary(Store(result_dir), sweep.sweep_id)
         budget = sweep_budget(result_dir, sweep.sweep_id)

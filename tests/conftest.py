@@ -13,6 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Trials started through bench.py (sweeps, autotune, the CLI) keep their token and peak caches here, never in the
 # user's data/ (trainables/launcher.py reads it; workers and Ray trials inherit it)
 os.environ.setdefault("BENCH_DATA_DIR", tempfile.mkdtemp(prefix="bench-test-data-"))
+# sweeps a test starts take a lock of their own, not the machine's (sweep/run_lock.py): a `make bench` running beside
+# the suite neither refuses nor is refused by it
+os.environ.setdefault("BENCH_RUN_LOCK", os.path.join(os.environ["BENCH_DATA_DIR"], "run.lock"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # dataset named, not auto: auto is resolved against the checkout's data/hf, and tests train in temporary data dirs
 TINY = dict(
