@@ -254,6 +254,10 @@ def _run(sweep: SweepLedger, result_dir: Path, wall_time: WallTime, source: str)
             racing_rounds(sweep, run_pairs, live, lambda: write_manifest(result_dir, sweep, source, "running"))
 
 
+INTERRUPTED = "interrupted"  # a row's status: the sweep was stopped while its trial ran (store.identities skips it)
+INTERRUPTED_REASON = "bench.py run was interrupted (Ctrl-C or SIGTERM) while this trial ran; --resume measures it again"
+
+
 def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], result_dir: Path) -> list[int]:
     """One Tune experiment over these (node, trial) pairs: one trial per node at a time, all nodes at once. Under a
     budget, a pair that would end after it does not start: returns those."""
@@ -267,19 +271,24 @@ def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], res
 
     deadline = sweep.budget.deadline() if sweep.budget is not None else None
     queue = NodeQueue(pending, config_of, alive_ips, sweep.lost_nodes, deadline, sweep.expected_s)
-    fit_tuner(
-        tune_trial,
-        {"pairs": sweep.pairs},
-        lambda config: node_bundle(config["trial"]["node"], cpus[config["trial"]["node"]]),
-        search_alg=queue,
-        num_samples=-1,
-        max_concurrent_trials=len(pending),  # one trial per node may run and one may wait for its node
-        store_writer=StoreWriter(sweep),
-        name=f"{sweep.sweep_id}-{int(time.time())}",
-        result_dir=result_dir,
-        stopper=LostNodeStopper(queue),
-        show_progress=not sweep.quiet,
-    )
+    try:
+        fit_tuner(
+            tune_trial,
+            {"pairs": sweep.pairs},
+            lambda config: node_bundle(config["trial"]["node"], cpus[config["trial"]["node"]]),
+            search_alg=queue,
+            num_samples=-1,
+            max_concurrent_trials=len(pending),  # one trial per node may run and one may wait for its node
+            store_writer=StoreWriter(sweep),
+            name=f"{sweep.sweep_id}-{int(time.time())}",
+            result_dir=result_dir,
+            stopper=LostNodeStopper(queue),
+            show_progress=not sweep.quiet,
+        )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trials in flight are recorded, never as ok; resume re-runs them
+        for index in queue.in_flight():
+            sweep.record_failure(sweep.pairs[index], INTERRUPTED_REASON, status=INTERRUPTED)
+        raise
     return queue.dropped
 
 

@@ -89,6 +89,7 @@ class NodeQueue(Searcher):
         self.known_lost = known_lost  # nodes the runner saw go (their trial failed): shared, read every time
         self.running: dict[str, str] = {}  # node -> Tune trial id
         self.node_of: dict[str, str] = {}  # Tune trial id -> node
+        self.index_of: dict[str, int] = {}  # Tune trial id -> its pair
         self.lost: dict[str, float] = {}  # node -> when it was found gone
         self._looked_at = 0.0
 
@@ -104,7 +105,8 @@ class NodeQueue(Searcher):
                 self.dropped.append(indices.pop(0))
             if indices:
                 self.running[node], self.node_of[trial_id] = trial_id, node
-                return self.config_of(indices.pop(0))
+                self.index_of[trial_id] = indices.pop(0)
+                return self.config_of(self.index_of[trial_id])
         if not self.running and not self.work_left():
             return Searcher.FINISHED
         return None  # every node with work is busy: Tune asks again
@@ -120,6 +122,10 @@ class NodeQueue(Searcher):
         node = self.node_of.pop(trial_id, None)
         if node is not None and self.running.get(node) == trial_id:
             del self.running[node]
+
+    def in_flight(self) -> list[int]:
+        """The pairs of the trials running now (an interrupted sweep records them as interrupted)."""
+        return [self.index_of[trial_id] for trial_id in self.running.values()]
 
     def node_lost(self, node: str) -> None:
         self.lost.setdefault(node, time.monotonic())

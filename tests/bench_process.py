@@ -34,8 +34,8 @@ def start_bench(*args: str, env: dict | None = None) -> subprocess.Popen:
     )
 
 
-def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = start_bench(*args)
+def run_bench(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = start_bench(*args, env=env)
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:

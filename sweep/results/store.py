@@ -186,14 +186,17 @@ class Store:
         return [dict(zip(columns, r, strict=True)) for r in rows]
 
     def identities(self, sweep: str) -> set[str]:
-        """'node/study/config_key/repeat' of every (node, trial, repeat) of a sweep that already has a row."""
+        """'node/study/config_key/repeat' of every (node, trial, repeat) of a sweep that already has a row (an
+        interrupted trial's row does not count)."""
         if not self.readable()[0]:
             self._name_unreadable(self.readable()[1])
             return set()
         columns, _ = self.query("SELECT * FROM trials LIMIT 0")
         node = "node" if "node" in columns else "NULL"  # a store written before rows named their node
         repeat = '"repeat"' if "repeat" in columns else "NULL"  # ... or before points were repeated: repeat 0
+        # a trial the sweep's interruption cut short (status 'interrupted') is missing: a resume measures it again
+        status = "AND status IS DISTINCT FROM 'interrupted'" if "status" in columns else ""
         _, rows = self.query(
-            f"SELECT DISTINCT {node}, study, config_key, {repeat} FROM trials WHERE sweep = ?", [sweep]
+            f"SELECT DISTINCT {node}, study, config_key, {repeat} FROM trials WHERE sweep = ? {status}", [sweep]
         )
         return {f"{n or ''}/{study}/{key}/{r or 0}" for n, study, key, r in rows}
