@@ -11,9 +11,9 @@ import time
 import psutil
 
 from sweep.results.store import Store
-from trainables import preload
 from tests.bench_process import kill_session, run_bench, start_bench, write_plan
 from tests.test_sweep_end_to_end import wait_for_rows
+from trainables import preload
 
 WIDTHS = [16, 32, 48, 64]
 
