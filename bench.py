@@ -13,9 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-import duckdb
-
-from sweep.plan import PlanError
+from sweep.cli_errors import run_reporting_errors
 from sweep.results.store import DEFAULT_RESULT_DIR
 from sweep.results.store_check import add_check_parser
 from trainables.columns import KINDS, columns_markdown
@@ -375,20 +373,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run", *argv])
-    try:
-        return args.func(args)
-    except (ConfigError, PlanError, LookupError) as exc:
-        print(f"bench.py: error: {exc}", file=sys.stderr)
-        return 2
-    except duckdb.Error as exc:
-        print(f"bench.py: query error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        hint = (
-            " (rows written so far are kept: python bench.py run --resume continues)" if args.command == "run" else ""
-        )
-        print(f"bench.py: interrupted{hint}", file=sys.stderr)
-        return 130
+    return run_reporting_errors(args)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ class SweepLedger:
         self.wall_time = None  # a run's sweep/results/wall_time.py WallTime, fed each row recorded
         self.lost_nodes: set[str] = set()
         self.budget = None  # a budgeted sweep's sweep/budget.py Budget (None: no budget)
+        self.write_error: OSError | None = None  # a row the store could not write (a full disk): the sweep stops
         # (node, config_key) -> (seconds of a trial's cycle outside its measured steps, step time, the whole cycle) per
         # measured trial
         # this driver recorded: a cycle runs from the node's previous record to this one (Tune and the launcher in)
@@ -134,7 +135,11 @@ class SweepLedger:
         if row["phase"] == "refine":
             row["bend_score"] = self._bend_score(row)
         row.setdefault("host", socket.gethostname())
-        self.store.append(row)
+        try:
+            self.store.append(row)
+        except OSError as exc:  # raised inside Tune's controller, which wraps it: the runner raises it as it is
+            self.write_error = exc
+            raise
         self.done.add(identity)
         self.recorded_here += 1
         self.shared_here += bool(row.get("shared_from"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from hwctl.housekeeping import trial_cpus, wait_until_trial_cpus_quiet
 from sweep.budget import Budget
+from sweep.disk_space import free_space_warning
 from sweep.ledger import SweepLedger, pair_of
 from sweep.manifest import load_manifest, new_sweep_id, write_manifest
 from sweep.nodes import Node, NodePlan, alive_ips, alive_nodes, nowhere_runnable, probe_nodes, select_nodes
@@ -84,6 +86,9 @@ def run_sweep(
         if sweep.budget is not None:
             sweep.budget.started = run_started
         sweep.wall_time = wall_time
+        warning = free_space_warning(result_dir, len(sweep.missing()))
+        if warning:
+            print(warning, file=sys.stderr)
         with wall_time.section("settle"):
             settle(sorted(alive_ips() & set(sweep.node_columns)), quiet)
         _run(sweep, result_dir, wall_time, source)
@@ -288,6 +293,12 @@ def _run_pairs(sweep: SweepLedger, indices: list[int], cpus: dict[str, int], res
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trials in flight are recorded, never as ok; resume re-runs them
         for index in queue.in_flight():
             sweep.record_failure(sweep.pairs[index], INTERRUPTED_REASON, status=INTERRUPTED)
+        raise
+    except Exception:
+        if (
+            sweep.write_error is not None
+        ):  # the store's error, not Tune's wrapping of it (a full disk: bench.py says so)
+            raise sweep.write_error from None
         raise
     return queue.dropped
 

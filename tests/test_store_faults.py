@@ -6,9 +6,11 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from sweep.results.report import write_report
 from sweep.results.store import Store
+from tests.bench_process import run_bench, write_plan
 from tests.conftest import REPO_ROOT
 from tests.test_report import SWEEP, ok_row
 
@@ -71,3 +73,36 @@ def test_check_lists_and_quarantines_only_when_asked(tmp_path):
     assert quarantined.read_bytes() == b"PAR1\x00\x01" and not garbage.exists() and not wrong.exists()
     clean = bench("check", "--result-dir", str(tmp_path))
     assert clean.returncode == 0 and "4 file(s), every one readable" in clean.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 600 KB filesystem of its own (tmpfs; root only): room for a few rows, not for a sweep."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip() or 'not root'}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_resume_finishes_once_there_is_room(tmp_path, small_disk):
+    widths = [16, 32, 48, 64, 80, 96, 112, 128]
+    plan = write_plan(tmp_path / "p.yaml", [{"name": "width", "axis": "width", "values": widths}], name="disk")
+    result = small_disk / "r"
+    full = run_bench("run", "--plan", str(plan), "--result-dir", str(result))
+    assert full.returncode == 1, full.stdout[-3000:]
+    assert "Traceback" not in full.stdout
+    assert "MB free; this sweep's 8 rows and report need about" in full.stdout  # warned before the first trial
+    line = next(ln for ln in full.stdout.splitlines() if ln.startswith("bench.py: error: cannot write "))
+    assert line.endswith(": No space left on device (errno 28); once it can, python bench.py run --resume continues")
+    assert f"{result}/trials/sweep=disk-" in line
+    assert not [p for p in result.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
+    written = Store(result).rows()
+    assert 0 < len(written) < len(widths) and {r["status"] for r in written} == {"ok"}
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
+    done = run_bench("run", "--resume", "--result-dir", str(result))
+    assert done.returncode == 0, done.stdout[-3000:]
+    rows = Store(result).rows()
+    assert sorted(r["width"] for r in rows) == widths  # nothing lost, nothing twice

@@ -16,6 +16,7 @@ measures it again.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import uuid
@@ -35,6 +36,17 @@ DEFAULT_RESULT_DIR = Path(__file__).resolve().parents[2] / "result"
 
 class EmptyStore(LookupError):
     pass
+
+
+class StoreWriteError(OSError):
+    """A row could not be written (a full disk, a read-only folder, no permission): OSError(errno, reason, path)."""
+
+
+def write_error(exc: OSError, path: Path) -> StoreWriteError:
+    """The error with its errno and the path it was writing (pyarrow's OSError names neither)."""
+    number = exc.errno or int((re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE) or [0, 0])[1]) or None
+    reason = os.strerror(number) if number else str(exc).splitlines()[0]
+    return StoreWriteError(number, reason, str(path))
 
 
 ARROW_TYPES = {
@@ -136,8 +148,11 @@ class Store:
         data = {k: v for k, v in row.items() if k not in PARTITIONS} | {"schema_version": SCHEMA_VERSION}
         name = f"{slug(row['study'])[:60]}-{row['config_key']}-{uuid.uuid4().hex[:8]}.parquet"
         final = folder / name
-        with atomic_path(final, durable=True) as tmp:
-            pq.write_table(row_table(data), tmp)
+        try:
+            with atomic_path(final, durable=True) as tmp:  # a failed write leaves nothing behind
+                pq.write_table(row_table(data), tmp)
+        except OSError as exc:
+            raise write_error(exc, final) from exc
         return final
 
     def files(self) -> list[Path]:
