@@ -32,6 +32,7 @@ from hwctl.proc_sysfs import (
     read_turbo,
 )
 from hwctl.software import VERSIONED_PACKAGES, loaded_blas, package_versions, software_probes
+from hwctl.theoretical_peak import host_theoretical_peak
 
 
 # ---- the two views ----------------------------------------------------------------------------
@@ -48,6 +49,8 @@ def hardware_fingerprint(sysfs_root: Path = SYSFS_ROOT, proc_root: Path = PROC_R
         "cpufreq": read_cpufreq(sysfs_root),
         "turbo": read_turbo(sysfs_root),
         "rapl": read_rapl(sysfs_root),
+        # derived from cpu and cpufreq above, so no part of fingerprint_id: it changes when they do
+        "theoretical_peak": host_theoretical_peak(sysfs_root, proc_root),
         "software": package_versions(),
     }
 
@@ -142,6 +145,10 @@ def host_fingerprint(sysfs_root: Path = SYSFS_ROOT, cpuinfo_path: Path = Path("/
         "hw_turbo": fp["turbo"]["enabled"],
         "hw_rapl": fp["rapl"]["available"],
         "hw_fingerprint_id": fingerprint_id(fp),
+        "hw_theoretical_fp32_gflops_per_core": fp["theoretical_peak"]["fp32_gflops_per_core"],
+        "hw_theoretical_bf16_gflops_per_core": fp["theoretical_peak"]["bf16_gflops_per_core"],
+        "hw_theoretical_clock_ghz": fp["theoretical_peak"]["clock_ghz"],
+        "hw_theoretical_clock_source": fp["theoretical_peak"]["clock_source"],
         "sw_python": fp["software"]["python"],
         "sw_blas": loaded_blas(),
     }

@@ -76,6 +76,13 @@ def _sections(fp: dict):
             )
         ],
     )
+    peak = fp["theoretical_peak"]
+    per_core = [
+        f"{label} {peak[f'{label}_gflops_per_core']:.1f} GFLOP/s per core"
+        for label in ("fp32", "bf16")
+        if peak[f"{label}_gflops_per_core"] is not None
+    ]
+    yield "theoretical", [", ".join(per_core) or "unknown", peak["method"]]
     yield "turbo", [_state(turbo, f"{'on' if turbo['enabled'] else 'off'} ({turbo.get('control')})")]
     domains = ", ".join(d["name"] or d["zone"] for d in rapl["domains"] if d["readable"])
     yield "rapl", [_state(rapl, f"readable: {domains}")]
@@ -117,12 +124,16 @@ def format_host_peaks(peaks: dict) -> str:
     lines = [
         f"peaks on {peaks['host']} (fingerprint {peaks['fingerprint_id']}, torch {peaks['torch_cpu_capability']}, "
         f"{peaks['allowed_cpus']} CPUs allowed)",
-        f"{'threads':>7}  {'fp32 GFLOP/s':>18}  {'bf16 GFLOP/s':>18}  {'triad GB/s':>18}",
+        f"{'threads':>7}  {'fp32 GFLOP/s':>18}  {'bf16 GFLOP/s':>18}  {'triad GB/s':>18}  {'machine fp32 (best)':>28}",
     ]
     for row in peaks["peaks"]:
+        machine = cell(row.get("machine_fp32_gflops"), row.get("machine_fp32_cached"))
+        if row.get("machine_fp32_library"):
+            machine += f" {row['machine_fp32_library']}"
         lines.append(
             f"{row['threads']:>7}  {cell(row['fp32_gflops'], row['fp32_cached']):>18}  "
             f"{cell(row['bf16_gflops'], row['bf16_cached']):>18}  {cell(row['triad_gbs'], row['triad_cached']):>18}"
+            f"  {machine:>28}"
         )
     first = peaks["peaks"][0] if peaks["peaks"] else {}
     for key in ("fp32_method", "bf16_method", "triad_method"):

@@ -1,5 +1,6 @@
 """Which library runs a matmul in this process (MKL, oneDNN, or ATen's own kernel): one call watched through MKL's
-and oneDNN's verbose output, which they print to the C stdout while it is borrowed."""
+and oneDNN's verbose output, which they print to the C stdout while it is borrowed; and which arithmetic oneDNN's
+primitives ran (onednn_math: strict fp32, or a bf16/tf32 fpmath mode)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,31 @@ def probe_matmul_library(dtype_name: str, m: int, k: int, n: int) -> str:
     # torch built with MKL uses it as its BLAS: silent both, the matmul ran in ATen's own kernel (measured here for
     # bf16 under isa=avx2); without MKL it may have been another BLAS, which says nothing
     return "aten" if watched else "unknown"
+
+
+def onednn_math(lines: list[str]) -> str:
+    """The arithmetic the oneDNN primitives in MKL_VERBOSE / ONEDNN_VERBOSE `lines` ran, and how many GEMMs MKL ran
+    beside them: 'strict: onednn 38 (inner_product:brg_matmul:avx512_core x38); mkl 0'. It begins 'strict' only where no
+    primitive carried a non-strict fpmath mode (attr-fpmath:bf16, tf32, f16, any) and every tensor was f32;
+    otherwise with what was not ('fpmath:bf16', 'dtype:bf16'); 'none' where oneDNN ran nothing."""
+    kernels: dict[str, int] = {}
+    other: set[str] = set()
+    mkl = 0
+    for line in lines:
+        if line.startswith("MKL_VERBOSE ") and "GEMM" in line.split("(")[0]:
+            mkl += 1
+        parts = line.split(",")
+        if parts[0] != "onednn_verbose" or "exec" not in parts or len(parts) < parts.index("exec") + 7:
+            continue
+        at = parts.index("exec")  # ...,exec,cpu,inner_product,brg_matmul:avx512_core,prop,tensors,attributes,...
+        kernel = f"{parts[at + 2]}:{parts[at + 3]}"
+        kernels[kernel] = kernels.get(kernel, 0) + 1
+        dtypes = {tensor.split(":")[1] for tensor in parts[at + 5].split() if tensor.count(":") >= 1}
+        other |= {f"dtype:{d}" for d in dtypes - {"f32", "undef"}}
+        modes = {a.split(":")[1] for a in parts[at + 6].split() if a.startswith("attr-fpmath:")}
+        other |= {f"fpmath:{m}" for m in modes - {"strict"}}
+    if not kernels:
+        return f"none: onednn 0; mkl {mkl}"
+    mode = " ".join(sorted(other)) if other else "strict"
+    ran = ", ".join(f"{kernel} x{count}" for kernel, count in kernels.items())
+    return f"{mode}: onednn {sum(kernels.values())} ({ran}); mkl {mkl}"

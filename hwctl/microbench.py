@@ -32,6 +32,7 @@ from hwctl.kernels import (
     triad_method,
 )
 from hwctl.library_probe import libraries_in, probe_matmul_library, verbose_lines
+from hwctl.machine_efficiency import read_machine_peak
 from hwctl.peak_cache import (
     CACHE_FILE,
     ISA_CAP_VARIABLES,
@@ -147,6 +148,18 @@ def matmul_peak_gflops(
     )
 
 
+def torch_conditions() -> str:
+    """What a torch kernel's cache key adds (peak_cache.measuring_conditions): torch's CPU capability, and where fp32
+    matmuls are routed to oneDNN with reduced-precision math (blas=onednn-bf16math), that routing."""
+    import torch
+
+    key = f"|capability={torch.backends.cpu.get_cpu_capability()}"
+    routing = torch.backends.mkldnn.matmul.fp32_precision  # "bf16" sends fp32 matmuls to oneDNN (blas=onednn-bf16math)
+    if routing not in ("none", "ieee"):
+        key += f"|mkldnn_fp32_precision={routing}"
+    return key
+
+
 def cached_peak(
     figure: str,
     dtype_name: str,
@@ -164,7 +177,7 @@ def cached_peak(
     measures again. torch_kernel=False: measure() runs another framework's kernel (no torch import for the key).
     Returns peak_gflops, peak_cached and peak_method (`method` plus the tries)."""
     fingerprint_id = fingerprint_id or host_fingerprint()["hw_fingerprint_id"]
-    key = entry_key(figure, dtype_name, threads, torch_kernel)
+    key = entry_key(figure, dtype_name, threads, torch_conditions() if torch_kernel else "")
     entry = fresh_entry(cache_dir, fingerprint_id, key)
     if entry is not None:  # its own method: the tries are those of the trial that measured it
         return {"peak_gflops": entry["value"], "peak_cached": True, "peak_method": entry["method"]}
@@ -186,7 +199,7 @@ def matmul_library(
     library, _ = cached_or_measured(
         cache_dir,
         fingerprint_id,
-        entry_key(f"library {m}x{k}x{n}", dtype_name, threads),
+        entry_key(f"library {m}x{k}x{n}", dtype_name, threads, torch_conditions()),
         lambda: probe_matmul_library(dtype_name, m, k, n),
         "one torch.nn.functional.linear watched through MKL and oneDNN verbose output",
     )
@@ -201,7 +214,7 @@ def memory_bandwidth_gbs(threads: int, cache_dir: Path, fingerprint_id: str | No
     gbs, cached = cached_or_measured(
         cache_dir,
         fingerprint_id,
-        entry_key("triad", "float32", threads),
+        entry_key("triad", "float32", threads, torch_conditions()),
         lambda: measure_memory_bandwidth_gbs(threads, array_bytes),
         method,
     )
@@ -224,6 +237,13 @@ def measure_host_peaks(thread_counts, cache_dir: Path, fingerprint_id: str | Non
             peak = matmul_peak_gflops(threads, cache_dir, dtype_name, fingerprint_id)
             row |= {f"{label}_gflops": peak["peak_gflops"], f"{label}_cached": peak["peak_cached"]}
             row[f"{label}_method"] = peak["peak_method"]
+        # the fastest library (torch.mm, oneDNN fp32, NumPy, XLA), each in a process of its own on this one's CPUs
+        machine = read_machine_peak("fp32", threads, sorted(os.sched_getaffinity(0)), cache_dir, fingerprint_id)
+        row |= {
+            "machine_fp32_gflops": machine["machine_peak_gflops"],
+            "machine_fp32_cached": machine["machine_peak_cached"],
+        }
+        row["machine_fp32_library"] = machine["machine_peak_library"]
         bandwidth = memory_bandwidth_gbs(threads, cache_dir, fingerprint_id)
         row |= {"triad_gbs": bandwidth["bandwidth_gbs"], "triad_cached": bandwidth["bandwidth_cached"]}
         row["triad_method"] = bandwidth["bandwidth_method"]

@@ -28,7 +28,6 @@ from filelock import FileLock
 
 from hwctl.cores import format_cpu_list
 from hwctl.files import atomic_write_text
-from hwctl.fingerprint import host_fingerprint
 
 CACHE_FILE = "host_peaks.json"
 # ISA caps a trial may set besides ATEN_CPU_CAPABILITY (which the capability in the key reflects):
@@ -45,9 +44,10 @@ def timestamp() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def measuring_conditions(torch_kernel: bool = True) -> str:
-    """What the calling process measures under, besides the host's fingerprint and its thread count: for a torch
-    kernel torch's CPU capability (a jax or numpy kernel does not import torch for it); XLA_FLAGS where set."""
+def measuring_conditions(kernel_conditions: str = "") -> str:
+    """What the calling process measures under, besides the host's fingerprint and its thread count; XLA_FLAGS where
+    set. `kernel_conditions`: what the kernel's own library adds (microbench.torch_conditions() for a torch kernel:
+    torch's CPU capability and fp32 routing; a jax or numpy kernel adds nothing). No framework is imported here."""
     # OMP_PLACES: once OpenMP starts, the main thread's own mask is only the first place; an abstract one (cores,
     # threads) names no CPUs, so the worker's mask as it started (BENCH_TRIAL_CPUS, set by trainables/worker.py) too
     places = os.environ.get("OMP_PLACES")
@@ -57,21 +57,14 @@ def measuring_conditions(torch_kernel: bool = True) -> str:
         cpus += f"|cpus={started_on}"
     preload = os.environ.get("LD_PRELOAD", "")
     allocator = ",".join(Path(p).name for p in preload.replace(":", " ").split()) or "glibc"
-    key = f"{cpus}|bind={os.environ.get('OMP_PROC_BIND', 'none')}|allocator={allocator}"
-    if torch_kernel:
-        import torch
-
-        key += f"|capability={torch.backends.cpu.get_cpu_capability()}"
-        routing = torch.backends.mkldnn.matmul.fp32_precision  # "bf16" sends fp32 matmuls to oneDNN (blas=onednn)
-        if routing not in ("none", "ieee"):
-            key += f"|mkldnn_fp32_precision={routing}"
+    key = f"{cpus}|bind={os.environ.get('OMP_PROC_BIND', 'none')}|allocator={allocator}" + kernel_conditions
     # set only where a trial asks for them, so the keys of every earlier figure hold
     variables = (*ISA_CAP_VARIABLES, "XLA_FLAGS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     return key + "".join(f"|{name}={os.environ[name]}" for name in variables if os.environ.get(name))
 
 
-def entry_key(figure: str, dtype_name: str, threads: int, torch_kernel: bool = True) -> str:
-    return f"{figure}|{dtype_name}|threads={threads}|{measuring_conditions(torch_kernel)}"
+def entry_key(figure: str, dtype_name: str, threads: int, kernel_conditions: str = "") -> str:
+    return f"{figure}|{dtype_name}|threads={threads}|{measuring_conditions(kernel_conditions)}"
 
 
 def _read_cache(path: Path) -> dict:
@@ -123,10 +116,9 @@ def cached_or_measured(cache_dir: Path, fingerprint_id: str, key: str, measure, 
     return value, False
 
 
-def refresh_peaks(cache_dir: Path, fingerprint_id: str | None = None) -> str:
+def refresh_peaks(cache_dir: Path, fingerprint_id: str) -> str:
     """Make every figure cached for this host and fingerprint stale: the next request measures again. A sweep calls
     it on each node before its first trial (sweep/nodes.py). Returns the refresh time."""
-    fingerprint_id = fingerprint_id or host_fingerprint()["hw_fingerprint_id"]
     with _section_for_update(cache_dir, fingerprint_id) as section:
         section["refreshed_at"] = timestamp()
     return section["refreshed_at"]

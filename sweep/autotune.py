@@ -1,5 +1,6 @@
 """Autotune: for one model config, find the settings that make it train fastest without changing what
-it computes (threads, inter-op threads, pinning, allocator, attention backend, compile), with
+it computes (threads, inter-op threads, pinning, allocator, attention backend, compile, and the matmul backends that
+keep fp32 arithmetic), with
 Optuna's TPE through Ray Tune; then re-measure the best against the defaults alternately
 (A/B/A/B, fresh worker processes each time) and report the speed-up with its spread.
 """
@@ -24,12 +25,13 @@ from sweep.manifest import new_sweep_id
 from sweep.nodes import Node, local_node
 from sweep.results.store import Store
 from sweep.tuning import StoreWriter, fit_tuner, node_bundle, ray_session, tune_point_trial
-from trainables.config import CHOICES, build_config
-from trainables.launcher import run_trial
+from trainables.config import CHOICES, ConfigError, build_config
+from trainables.launcher import run_trial, unsupported_reason
 from trainables.trainer import DEFAULT_FRAMEWORK, framework_support
 
-# the keys autotune may change: none of them changes the model, its data or its arithmetic
-SETTINGS = ("threads", "interop_threads", "pinning", "allocator", "attn_backend", "compile")
+# the keys autotune may change: none of them changes the model, its data or its arithmetic (blas: only the values
+# a framework does not declare in blas_changes_numerics)
+SETTINGS = ("threads", "interop_threads", "pinning", "allocator", "attn_backend", "compile", "blas")
 
 
 @dataclass
@@ -44,7 +46,25 @@ class AutotuneResult:
     command: str
 
 
-def search_space(include_compile: bool, framework: str = DEFAULT_FRAMEWORK) -> dict[str, list]:
+def blas_choices(base: dict, framework: str) -> list[str]:
+    """The framework's blas values that keep fp32 arithmetic and that the base config can run on this node (its
+    precision, its other keys, the node's kernels: torch's onednn-fp32 runs fp32 only)."""
+    support = framework_support(framework)
+    kept = [v for v in support.values("blas") if v not in support.blas_changes_numerics]
+    runnable = []
+    for value in kept:
+        try:
+            cfg = build_config(base | {"framework": framework, "blas": value})
+        except ConfigError:
+            continue
+        if unsupported_reason(cfg, trial_cpus()) is None:
+            runnable.append(value)
+    return runnable
+
+
+def search_space(
+    include_compile: bool, framework: str = DEFAULT_FRAMEWORK, base: dict | None = None
+) -> dict[str, list]:
     """The settings worth trying for `framework`: only values its declaration says it can run
     (trainables/<name>_backend/support.py; a framework that declares nothing: the keys' CHOICES)."""
     cores = len(trial_cpus())  # the node's CPUs less its housekeeping ones
@@ -56,6 +76,9 @@ def search_space(include_compile: bool, framework: str = DEFAULT_FRAMEWORK) -> d
         "allocator": ["default"] + [a for a in ("jemalloc", "tcmalloc") if find_allocator(a)],
         "attn_backend": sorted(support.values("attn_backend") or CHOICES["attn_backend"]),
     }
+    blas = blas_choices(base or {}, framework)
+    if len(blas) > 1:
+        space["blas"] = blas
     compiler = next((c for c in support.values("compile") if c != "eager"), None)  # its first: inductor, jit
     if include_compile and compiler and "eager" in support.values("compile"):
         # a compile that generates C++ code needs a C++ compiler on the node
@@ -87,7 +110,7 @@ def autotune(
     quiet: bool = False,
 ) -> AutotuneResult:
     framework = build_config(base).framework  # validated once, up front
-    space = search_space(include_compile, framework)
+    space = search_space(include_compile, framework, base)
     default = defaults_of(base, space)
     sweep_id = new_sweep_id("autotune", result_dir)
     sweep = SweepLedger(sweep_id, "autotune", Store(result_dir), quiet=quiet, expected=trials)

@@ -39,11 +39,12 @@ def plan_table(plan: Plan) -> str:
 def trial_summary(row: dict) -> str:
     """A trial's row as `name  value` lines of its summary columns (empty ones left out), then its stderr tail."""
     lines = []
+    width = max(len(column.name) for column in summary_columns())
     for column in summary_columns():
         value = row.get(column.name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        lines.append(f"  {column.name:<22} {column.summary.format(value)}")
+        lines.append(f"  {column.name:<{width}} {column.summary.format(value)}")
     if row.get("stderr_tail"):
         lines.append("  stderr (tail):")
         lines.append("    " + row["stderr_tail"].strip().replace("\n", "\n    "))

@@ -134,11 +134,12 @@ def node_peaks(data_dir: str) -> dict:
     import os
     from pathlib import Path
 
+    from hwctl.fingerprint import host_fingerprint
     from hwctl.housekeeping import process_on_cpus, trial_cpus
     from hwctl.microbench import matmul_peak_gflops, memory_bandwidth_gbs, refresh_peaks
 
     cache = Path(data_dir) / "hw"
-    refresh_peaks(cache)
+    refresh_peaks(cache, host_fingerprint()["hw_fingerprint_id"])
     # on the trials' CPUs: this task's worker may have inherited the housekeeping pin of Ray's processes
     with process_on_cpus(trial_cpus()):
         cores = len(os.sched_getaffinity(0))
@@ -181,11 +182,13 @@ def probe_nodes(nodes: list[Node], document: dict, source: str, data_dir: str) -
     """Expand the plan on every node (in parallel), then read each node's peaks (one node at a time:
     nodes may share a machine, and a measurement must not run beside another). Raises PlanError when
     the plan is invalid on every node."""
-    import ray
 
-    answers = ray.get([_on(n, _probe).remote(document, source) for n in nodes])
+    futures = [_on(n, _probe).remote(document, source) for n in nodes]
     plans, problems = [], []
-    for node, answer in zip(nodes, answers, strict=True):
+    for node, future in zip(nodes, futures, strict=True):
+        answer = _answer_unless_gone(node, future)
+        if answer is None:
+            continue
         if answer["ip"] != node.ip:
             raise RuntimeError(f"the probe for node {node.label} ran on {answer['ip']}")
         if "problems" in answer:
@@ -198,9 +201,31 @@ def probe_nodes(nodes: list[Node], document: dict, source: str, data_dir: str) -
         raise PlanError(source, sorted({p for _, node_problems in problems for p in node_problems}))
     for node, node_problems in problems:
         print(f"node {node.label} cannot run this plan and is left out: {'; '.join(node_problems)}")
+    measured = []
     for node_plan in plans:
-        node_plan.columns |= ray.get(_on(node_plan.node, node_peaks, node_plan.node.cpus).remote(data_dir))
-    return plans
+        peaks = _answer_unless_gone(
+            node_plan.node, _on(node_plan.node, node_peaks, node_plan.node.cpus).remote(data_dir)
+        )
+        if peaks is not None:
+            node_plan.columns |= peaks
+            measured.append(node_plan)
+    if not measured:
+        raise PlanError(source, ["every node left the cluster while the sweep was set up"])
+    return measured
+
+
+def _answer_unless_gone(node: Node, future):
+    """ray.get(future); None, with a line, when the node left the cluster before answering (it is left out of the
+    sweep: the chaos soak, benchmarks/chaos_soak.py, kills nodes at any time)."""
+    import ray
+
+    try:
+        return ray.get(future)
+    except ray.exceptions.RayError as exc:
+        if not node_gone(node.ip):
+            raise
+        print(f"node {node.label} left the cluster while the sweep was set up and is left out: {type(exc).__name__}")
+        return None
 
 
 def nowhere_runnable(node_plans: list[NodePlan]) -> list[str]:

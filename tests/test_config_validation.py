@@ -46,10 +46,16 @@ from trainables.config import ConfigError, build_config, parse_assignments
             "compile='jit' cannot run with framework='torch' (it supports compile eager, inductor, "
             "inductor-max-autotune, aot_eager)",
         ),
-        ({"blas": "openblas"}, "blas='openblas' cannot run with framework='torch' (it supports blas mkl, onednn)"),
+        (
+            {"blas": "openblas"},
+            "blas='openblas' cannot run with framework='torch' (it supports blas mkl, onednn-fp32, onednn-bf16math)",
+        ),
         ({"framework": "jax", "interop_threads": 2}, "interop_threads=2 is applied only by framework='torch'"),
         ({"framework": "numpy", "isa": "avx2"}, "isa='avx2' is applied only by framework='torch'"),
-        ({"blas": "cublas"}, "unknown blas 'cublas' (mkl, onednn, ynnpack, eigen, openblas)"),
+        (
+            {"blas": "cublas"},
+            "unknown blas 'cublas' (mkl, onednn-fp32, onednn-bf16math, onednn, ynnpack, eigen, openblas)",
+        ),
         ({"widht": 512}, "unknown key 'widht'"),
         ({"width": "wide"}, "width='wide' is not a valid int"),
         ({"depth": 0}, "depth=0 must be >= 1"),
@@ -118,7 +124,7 @@ def test_framework_autos_resolve_per_framework_and_leave_torch_keys_as_they_were
     # the keys of configs written before these were autos (or an axis) stay what they were
     assert build_config({"dataset": "offline"}).config_key() == "860472523e80f2bf"  # computed before this change
     assert build_config({"blas": "mkl"}).to_dict() == torch_cfg.to_dict()  # the default asked for is the same trial
-    assert build_config({"blas": "onednn"}).config_key() != torch_cfg.config_key()
+    assert build_config({"blas": "onednn-fp32"}).config_key() != torch_cfg.config_key()
 
 
 def test_head_dim_may_differ_from_width_over_heads():

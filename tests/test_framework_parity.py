@@ -69,7 +69,8 @@ def test_each_row_records_the_backend_that_ran(rows):
         assert row["peak_gflops"] > 0 and row["mfu"] > 0, framework
 
 
-def test_torch_onednn_routes_fp32_linears_to_onednn():
-    row = trial_row("blas=onednn", *[f"{k}={v}" for k, v in (TINY | {"cores": 1}).items()])
-    assert (row["status"], row["blas"], row["blas_used"]) == ("ok", "onednn", "onednn")
+def test_torch_onednn_bf16math_routes_fp32_linears_to_onednn_with_bf16_math():
+    row = trial_row("blas=onednn-bf16math", *[f"{k}={v}" for k, v in (TINY | {"cores": 1}).items()])
+    assert (row["status"], row["blas"], row["blas_used"]) == ("ok", "onednn-bf16math", "onednn")
     assert row["matmul_library"].startswith("onednn (")  # the kernel oneDNN's verbose output named
+    assert row["onednn_math"].startswith("fpmath:bf16: onednn ")  # the numerics change its name says

@@ -28,6 +28,7 @@ from hwctl.microbench import (
     measuring_conditions,
     probe_matmul_library,
     refresh_peaks,
+    torch_conditions,
     triad_array_bytes,
 )
 
@@ -148,14 +149,15 @@ def test_the_trials_conditions_key_their_own_entries(tmp_path, fake_measurement,
         monkeypatch.delenv(name, raising=False)
     cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     capability = torch.backends.cpu.get_cpu_capability()
-    assert measuring_conditions() == f"cpus={cpus}|bind=none|allocator=glibc|capability={capability}"
+    assert measuring_conditions(torch_conditions()) == f"cpus={cpus}|bind=none|allocator=glibc|capability={capability}"
     matmul_peak_gflops(2, tmp_path, fingerprint_id="f00df00df00d")
     # what the launcher sets for a pinned trial with jemalloc (trainables/launcher.py build_worker_env)
     monkeypatch.setenv("OMP_PLACES", "{1},{0}")
     monkeypatch.setenv("OMP_PROC_BIND", "spread")
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
     assert (
-        measuring_conditions() == f"places={{1}},{{0}}|bind=spread|allocator=libjemalloc.so.2|capability={capability}"
+        measuring_conditions(torch_conditions())
+        == f"places={{1}},{{0}}|bind=spread|allocator=libjemalloc.so.2|capability={capability}"
     )
     pinned = matmul_peak_gflops(2, tmp_path, fingerprint_id="f00df00df00d")
     assert (pinned["peak_gflops"], pinned["peak_cached"]) == (102.0, False)  # not the unpinned figure

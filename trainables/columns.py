@@ -160,8 +160,9 @@ CONFIG_COLUMNS = [
     _config("allocator", "default (glibc), jemalloc, tcmalloc (LD_PRELOAD; `unsupported` if not installed)"),
     _config(
         "blas",
-        "matmul backend: torch mkl, onednn (fp32_precision=bf16 routing); jax eigen, ynnpack, onednn (XLA_FLAGS); "
-        "numpy openblas; auto: the first of each, left out of config_key (blas_used says what ran)",
+        "matmul backend: torch mkl, onednn-fp32 (oneDNN inner product, strict fp32), onednn-bf16math "
+        "(fp32_precision=bf16 routing); jax eigen, ynnpack, onednn (XLA_FLAGS); numpy openblas; auto: the first of "
+        "each, left out of config_key (blas_used says what ran)",
     ),
     _config("cores", "how many cores the trial gets; auto: threads when pinned, all when pinning=none"),
     _config("core_list", "explicit CPU ids (`0,2`, `0-3`), overriding the pinning order"),
@@ -253,6 +254,38 @@ METRIC_COLUMNS = [
         "bool",
         "the peaks came from data/hw/: measured earlier in the sweep by a trial under the same conditions",
     ),
+    _metric(
+        "machine_peak_gflops",
+        "float",
+        "the machine's best matmul: the fastest of every installed library (torch.mm, oneDNN fp32 IEEE, NumPy's "
+        "BLAS, XLA) at the trial's threads, CPUs and peak_dtype (hwctl/machine_peak.py, cached in data/hw/)",
+        "GFLOP/s",
+        "{:.1f}",
+    ),
+    _metric("machine_peak_library", "str", "the library that reached machine_peak_gflops", summary="{}"),
+    _metric("machine_peak_method", "str", "every library's figure, or why it was skipped, and how the best was timed"),
+    _metric("machine_peak_cached", "bool", "machine_peak_gflops came from data/hw/, measured earlier in the sweep"),
+    _metric(
+        "efficiency_vs_machine_peak",
+        "float",
+        "achieved_gflops / machine_peak_gflops: unlike mfu, the same divisor for every framework on the node",
+        summary="{:.1%}",
+    ),
+    _metric(
+        "theoretical_peak_gflops",
+        "float",
+        "FMA units × fp32 lanes × 2 × clock (× 2 for AVX512_BF16, AMX's tile rate for AMX) × the physical cores of "
+        "the trial's threads, in peak_dtype (hwctl/theoretical_peak.py)",
+        "GFLOP/s",
+        "{:.1f}",
+    ),
+    _metric("theoretical_peak_method", "str", "the microarchitecture, each factor, and which clock and where read"),
+    _metric(
+        "efficiency_vs_theoretical_peak",
+        "float",
+        "achieved_gflops / theoretical_peak_gflops: above 1 where the cores ran above the recorded clock",
+        summary="{:.1%}",
+    ),
     _metric("peak_rss_mb", "float", "ru_maxrss of the worker after training", "MB", "{:.0f} MB"),
     _metric("loss_first", "float", "loss of the cold first step", summary="{:.3f}"),
     _metric("loss_last", "float", "loss of the last measured step", summary="{:.3f}"),
@@ -283,6 +316,7 @@ METRIC_COLUMNS = [
     _metric("data_s", "float", "loading (or building) the token cache in the worker", "s"),
     _metric("build_s", "float", "building the model, optimizer and batches", "s"),
     _metric("peak_s", "float", "the matmul peak after the timed region: measured, or read from the node's cache", "s"),
+    _metric("machine_peak_s", "float", "machine_peak_gflops after peak_s: measured, or read from the cache", "s"),
     _metric("data_build_s", "float", "tokenizer training and tokenization when the cache was built", "s"),
     _metric("wall_s", "float", "the worker process's wall time, seen by the parent", "s"),
     _metric(
@@ -344,6 +378,25 @@ RECORDED_COLUMNS = [
     _recorded("hw_rapl", "bool", "RAPL energy counters are readable"),
     _recorded("hw_kernel", "str", "kernel release", compare="kernel"),
     _recorded("hw_fingerprint_id", "str", "hash of the hardware and software fingerprint: peaks are cached per id"),
+    _recorded(
+        "hw_theoretical_fp32_gflops_per_core",
+        "float",
+        "FMA units × fp32 lanes × 2 × hw_theoretical_clock_ghz, from cpuinfo's vendor, family, model and flags",
+        "GFLOP/s",
+        compare="theoretical fp32 GFLOP/s per core",
+    ),
+    _recorded(
+        "hw_theoretical_bf16_gflops_per_core",
+        "float",
+        "the same for bf16: 2× fp32 with AVX512_BF16, 1024 FLOPs/cycle with AMX_BF16; None without native bf16",
+        "GFLOP/s",
+    ),
+    _recorded("hw_theoretical_clock_ghz", "float", "the clock of the theoretical peaks", "GHz"),
+    _recorded(
+        "hw_theoretical_clock_source",
+        "str",
+        "where that clock was read: cpufreq cpuinfo_max_freq, the model name, or cpuinfo's cpu MHz",
+    ),
     _recorded("sw_python", "str", "Python version on the node"),
     _recorded("sw_torch", "str", "torch version on the node", compare="torch"),
     _recorded("sw_numpy", "str", "NumPy version on the node"),
@@ -438,6 +491,12 @@ RECORDED_COLUMNS = [
         "fused_linear_act: the oneDNN primitive line of one fused up-projection + activation (ONEDNN_VERBOSE), "
         "its post-op named (attr-post-ops:eltwise_relu / eltwise_gelu_erf / eltwise_swish)",
     ),
+    _recorded(
+        "onednn_math",
+        "str",
+        "torch blas=onednn-*: what one training step's oneDNN primitives computed in (ONEDNN_VERBOSE): 'strict' "
+        "(no attr-fpmath, every tensor f32) or the fpmath/dtypes seen, their kernels, and the GEMMs MKL ran beside",
+    ),
     _recorded("frozen_layers", "json", "the transformer blocks that got no gradient (freeze_layers)"),
     _recorded("frozen_params", "int", "parameter elements without gradient"),
     _recorded("trainable_params", "int", "parameter elements the optimizer updates"),
@@ -493,7 +552,13 @@ RECORDED_COLUMNS = [
 ]
 
 RUN_COLUMNS = [
-    _run("status", "str", "ok, failed (exception, crash signal, memory cap), timeout, unsupported", summary="{}"),
+    _run(
+        "status",
+        "str",
+        "ok, failed (exception, crash signal, memory cap), timeout, unsupported, interrupted (the sweep was stopped "
+        "while it ran: a resume measures it again)",
+        summary="{}",
+    ),
     _run("error", "str", "the reason when not ok", summary="{}"),
     _run("config_key", "str", "stable hash of the config (run-only keys and autos left out)", summary="{}"),
     _run("sweep", "str", "the sweep id (a Parquet partition)"),
@@ -577,6 +642,10 @@ SUMMARY_ORDER = (
     "peak_gflops",
     "peak_dtype",
     "mfu",
+    "machine_peak_gflops",
+    "machine_peak_library",
+    "efficiency_vs_machine_peak",
+    "efficiency_vs_theoretical_peak",
     "peak_rss_mb",
     "loss_first",
     "loss_last",

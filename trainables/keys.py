@@ -37,7 +37,7 @@ VOCABULARY = {
     "smt": ("cores", "siblings"),
     "optimizer": ("adamw", "sgd", "lamb", "lookahead"),
     "model": tuple(MODEL_PRESETS),
-    "blas": ("mkl", "onednn", "ynnpack", "eigen", "openblas"),
+    "blas": ("mkl", "onednn-fp32", "onednn-bf16math", "onednn", "ynnpack", "eigen", "openblas"),
     "pinning": ("none", "compact", "spread"),
     "allocator": ("default", "jemalloc", "tcmalloc"),
 }

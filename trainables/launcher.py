@@ -27,6 +27,7 @@ import psutil
 from hwctl.allocator import find_allocator, missing_reason
 from hwctl.control import ControlUnavailable, control_unavailable_reason
 from hwctl.cores import SYSFS_ROOT, format_cpu_list, parse_cpu_list, physical_cores, select_cpus
+from hwctl.fingerprint import host_fingerprint
 from hwctl.isa import isa_environment, isa_unsupported_reason
 from hwctl.journal import DEFAULT_JOURNAL, HardwareSettings
 from hwctl.numa import numa_command, numa_unsupported_reason
@@ -267,6 +268,8 @@ def worker_payload(
         "output_dir": str(output_dir),
         "sysfs_root": str(sysfs_root),
         "parent_pid": os.getpid(),
+        # the machine peak's cache section (hwctl/machine_efficiency.py): the worker may not import the fingerprint
+        "fingerprint_id": host_fingerprint()["hw_fingerprint_id"],
     }
 
 

@@ -41,6 +41,8 @@ class FrameworkSupport:
     precision: tuple[str, ...] = ()
     optimizer: tuple[str, ...] = ()
     blas: tuple[str, ...] = ()
+    # blas values that change fp32 arithmetic (value -> how): autotune, which keeps what a trial computes, skips them
+    blas_changes_numerics: Mapping[str, str] = field(default_factory=dict)
     # the framework-specific keys it applies (trainables/keys.py FRAMEWORK_SPECIFIC_KEYS); it must leave the others at
     # their defaults
     honours: frozenset[str] = frozenset()

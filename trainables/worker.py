@@ -80,6 +80,7 @@ def read_thread_pools() -> dict[str, int]:
 
 def run(payload: dict) -> dict:
     started = time.time()
+    from hwctl.machine_efficiency import machine_efficiency_columns
     from hwctl.numa import read_numa_placement
     from hwctl.telemetry import CpuContention, EnergyCounter, FrequencyProbe, Probes
     from trainables.dataset import prepare_tokens
@@ -126,10 +127,23 @@ def run(payload: dict) -> dict:
     worker_nice = os.getpriority(os.PRIO_PROCESS, 0)
     # after the timed region; on a cache miss measured here, under the trial's own CPUs, threads, allocator and ISA cap
     peak, peak_s = _timed(trainer.matmul_peak, cfg.threads, data_dir / "hw")
+    derived = derived_metrics(cfg, timing, trainer.params, peak)
+    # beside mfu: the machine's best matmul over every installed library, and the CPU's theoretical peak
+    machine, machine_peak_s = _timed(
+        machine_efficiency_columns,
+        derived["achieved_gflops"],
+        derived["peak_dtype"],
+        cfg.threads or len(cpus),
+        cpus,
+        data_dir / "hw",
+        Path(payload["sysfs_root"]),
+        payload.get("fingerprint_id"),
+    )
     result = (
         timing
         | data_meta
-        | derived_metrics(cfg, timing, trainer.params, peak)
+        | derived
+        | machine
         | {
             "peak_rss_mb": peak_rss_mb,
             "startup_s": first_step_at - payload["spawned_at"],
@@ -138,6 +152,7 @@ def run(payload: dict) -> dict:
             "data_s": data_s,
             "build_s": build_s,
             "peak_s": peak_s,
+            "machine_peak_s": machine_peak_s,
             "thread_affinity": thread_affinity,
             "thread_pools": thread_pools,
             "worker_nice": worker_nice,

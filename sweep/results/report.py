@@ -2,7 +2,8 @@
 
 In order: a header (plan, hosts, trial counts), how to read the intervals, the comparison across nodes for a sweep that
 ran on several (sweep/results/compare.py), the Drift section from the control point (sweep/results/report_drift.py),
-one section per study and node (sweep/results/report_study.py), then the whole-sweep tables: forward/backward/optimizer,
+one section per study and node (sweep/results/report_study.py), each framework against the machine's best matmul
+(sweep/results/efficiency.py), then the whole-sweep tables: forward/backward/optimizer,
 projections and the trials that did not finish ok (sweep/results/report_tables.py), and where the runs' wall time
 went (sweep/results/wall_time.py). Rows written by older versions lack some columns: every column is read with .get()
 and may be None/NaN.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from sweep.results.compare import compare_markdown
 from sweep.results.comparison import CompareError, build_comparison, group_rows, node_count
+from sweep.results.efficiency import efficiency_section
 from sweep.results.racing import node_pools
 from sweep.results.report_drift import drift_section
 from sweep.results.report_study import study_section
@@ -74,6 +76,7 @@ def write_report(
     parts += [drift_section(control, nodes)]
     pools = node_pools(stored)
     parts += [study_section(name, section_points, out, node, pools) for name, node, section_points in sections]
+    parts += [efficiency_section(rows)]
     parts += [phase_table(rows, noisy_cv), projections(points, tokens), not_ok(rows)]
     parts += [breakdown_markdown(load_breakdowns(store.root, sweep_id))]
     index = out / "index.md"

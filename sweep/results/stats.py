@@ -70,7 +70,9 @@ class Ratio:
     low: float | None
     high: float | None
     steps_only: bool  # either side has one repeat: the interval ignores between-trial variation
-    paired: int = 0  # rounds the interval paired the point with its reference in (sweep/results/paired.py); 0: bootstrap
+    paired: int = (
+        0  # rounds the interval paired the point with its reference in (sweep/results/paired.py); 0: bootstrap
+    )
 
     @property
     def measurable(self) -> bool | None:

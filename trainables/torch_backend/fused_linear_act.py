@@ -199,7 +199,7 @@ import sys, torch
 from torch import nn
 from trainables.torch_backend.fused_linear_act import FusedLinearAct
 rows, features, hidden, activation, dtype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], getattr(torch, sys.argv[5])
-torch.backends.mkldnn.matmul.fp32_precision = sys.argv[6]  # the caller's (blas=onednn sets bf16 math)
+torch.backends.mkldnn.matmul.fp32_precision = sys.argv[6]  # the caller's (blas=onednn-bf16math sets bf16 math)
 linear = nn.Linear(features, hidden, bias=False).to(dtype)
 x = torch.randn(rows, features, dtype=dtype, requires_grad=True)
 fused = FusedLinearAct(linear, activation)  # its support probe runs oneDNN too: before the markers

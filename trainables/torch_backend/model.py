@@ -38,6 +38,8 @@ class CausalSelfAttention(nn.Module):
         self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, cfg.head_dim
         self.attention, self.window, self.backend = cfg.attention, cfg.window, cfg.attn_backend
         self.dropout = cfg.dropout
+        # manual attention's two batched matmuls; blas=onednn-fp32 swaps in oneDNN's (torch_backend/onednn_fp32.py)
+        self.matmul = torch.matmul
         # one fused projection for q, k and v: one GEMM instead of three
         self.qkv = nn.Linear(cfg.width, (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim, bias=False)
         self.proj = nn.Linear(cfg.attn_dim, cfg.width, bias=False)
@@ -81,10 +83,11 @@ class CausalSelfAttention(nn.Module):
         # (query head h = kv head h // group, member h % group; g = group = nh // nkv)
         q = q.reshape(n, self.kv_heads, group, length, self.head_dim)  # (N, nh, L, hs) -> (N, nkv, g, L, hs)
         k, v = k.unsqueeze(2), v.unsqueeze(2)  # (N, nkv, L, hs) -> (N, nkv, 1, L, hs)
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (N, nkv, g, L, L)
+        scores = self.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (N, nkv, g, L, L)
         scores = scores.masked_fill(~self.mask[:length, :length], float("-inf"))  # mask (L, L) broadcast
         weights = F.dropout(F.softmax(scores, dim=-1), self.dropout, self.training)  # (N, nkv, g, L, L)
-        return (weights @ v).reshape(n, self.heads, length, self.head_dim)  # (N, nkv, g, L, hs) -> (N, nh, L, hs)
+        y = self.matmul(weights, v)  # (N, nkv, g, L, hs)
+        return y.reshape(n, self.heads, length, self.head_dim)  # (N, nkv, g, L, hs) -> (N, nh, L, hs)
 
 
 class MLP(nn.Module):

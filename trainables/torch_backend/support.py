@@ -22,6 +22,8 @@ QUANTIZED = ("q8", "q4", "bitnet")  # quantisation-aware training (trainables/to
 Q4_GROUP_SIZE = 32
 # loaded only for a config with fused_linear_act=true: it runs the fused kernel once, so it imports torch
 FUSED_KERNEL_CHECK = "trainables.torch_backend.fused_linear_act:fused_unsupported_reason"
+# loaded only for a config with a oneDNN blas: it runs the strict-fp32 GEMMs once under ONEDNN_VERBOSE
+ONEDNN_CHECK = "trainables.torch_backend.onednn_fp32:onednn_unsupported_reason"
 
 
 class TorchSupport(FrameworkSupport):
@@ -31,6 +33,17 @@ class TorchSupport(FrameworkSupport):
                 f"fused_linear_act=True cannot run with precision={cfg.precision!r}: the fused oneDNN kernel would "
                 "bypass the fake-quantised Linear (use fp32, bf16 or mixed)"
             )
+        if cfg.blas == "onednn-fp32":
+            if cfg.precision != "fp32":
+                return (
+                    f"blas='onednn-fp32' runs fp32 GEMMs in oneDNN with strict fp32 math; precision={cfg.precision!r} "
+                    "has no fp32 GEMMs to run (use precision=fp32, or blas=mkl)"
+                )
+            if cfg.fused_linear_act:
+                return (
+                    "blas='onednn-fp32' cannot run with fused_linear_act=True: the fused Linear's hand-written backward "
+                    "runs ATen's matmuls, MKL's (use blas=onednn-bf16math or mkl, or fused_linear_act=false)"
+                )
         if cfg.precision == "q4":  # torchao's int4 weights come in groups of 32 along each Linear's input
             inputs = {"width": cfg.width, "heads × head_dim": cfg.attn_dim, "the MLP hidden": cfg.mlp_hidden}
             odd = [f"{name} {size}" for name, size in inputs.items() if size % Q4_GROUP_SIZE]
@@ -43,12 +56,19 @@ class TorchSupport(FrameworkSupport):
 
     def worker_environment(self, cfg, inherited: Mapping[str, str]) -> dict[str, str]:
         # libgomp prints what it runs with as it loads: the row's omp_runtime (true leaves out GOMP_SPINCOUNT)
-        return {"OMP_DISPLAY_ENV": "verbose"}
+        env = {"OMP_DISPLAY_ENV": "verbose"}
+        if cfg.blas == "onednn-fp32":  # oneDNN's default fpmath mode, which a user's variable could make bf16
+            env["ONEDNN_DEFAULT_FPMATH_MODE"] = "STRICT"
+        return env
 
     def compiler_environment(self, cfg, cache_dir: Path, cache: Path) -> dict[str, str]:
         return inductor_environment(cfg, cache_dir, cache)
 
     def unsupported_reason(self, cfg) -> str | None:
+        if cfg.blas in ("onednn-fp32", "onednn-bf16math"):  # a torch without oneDNN, or oneDNN refusing strict fp32
+            reason = load_target(ONEDNN_CHECK)(cfg.blas)
+            if reason:
+                return reason
         if cfg.fused_linear_act:  # whether this node's oneDNN runs the fused kernel in the trial's dtype
             reason = load_target(FUSED_KERNEL_CHECK)(cfg.activation, cfg.precision)
             if reason:
@@ -64,10 +84,12 @@ SUPPORT = TorchSupport(
     # q8, q4, bitnet: quantisation-aware training with torchao (trainables/torch_backend/quantization.py)
     precision=("fp32", "bf16", "mixed", *QUANTIZED),
     optimizer=("adamw", "sgd", "lamb", "lookahead"),  # lamb, lookahead: trainables/torch_backend/optimizers.py
-    # mkl: torch's fp32 GEMM (MKL SGEMM, seen in MKL_VERBOSE); onednn: the only switch that sends fp32 Linears to
-    # oneDNN, torch.backends.mkldnn.matmul.fp32_precision = "bf16" (it lets oneDNN use bf16 math where the CPU has it:
-    # the row's matmul_library names the kernel that ran)
-    blas=("mkl", "onednn"),
+    # mkl: torch's fp32 GEMM (MKL SGEMM, seen in MKL_VERBOSE); onednn-fp32: every Linear's GEMMs (and manual
+    # attention's) in oneDNN's inner product with strict fp32 math (torch_backend/onednn_fp32.py); onednn-bf16math:
+    # torch.backends.mkldnn.matmul.fp32_precision = "bf16", which sends ATen's fp32 matmuls to oneDNN by letting it
+    # compute in bf16 where the CPU has bf16 instructions. The row's onednn_math says what oneDNN computed in.
+    blas=("mkl", "onednn-fp32", "onednn-bf16math"),
+    blas_changes_numerics={"onednn-bf16math": "oneDNN may round fp32 operands to bf16 (fpmath mode bf16)"},
     # interop_threads: torch's inter-op pool; isa: the cap ATen, MKL and oneDNN read; the omp_* keys: OpenMP is
     # torch's thread pool (libgomp), while XLA and OpenBLAS run their own
     honours=frozenset(

@@ -14,7 +14,7 @@ import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s
 import torch._inductor.custom_graph_pass  # loaded by torch._dynamo already
 
 from hwctl.isa import bf16_native_reason
-from hwctl.microbench import matmul_library, matmul_peak_gflops
+from hwctl.microbench import cached_peak, matmul_library, matmul_peak_gflops
 from trainables.config import TrialConfig
 from trainables.torch_backend.compile_setup import (
     INDUCTOR_COMPILES,
@@ -31,6 +31,15 @@ from trainables.torch_backend.cxx_shim import (
 )
 from trainables.torch_backend.fused_linear_act import fusion_evidence
 from trainables.torch_backend.model import GPT
+from trainables.torch_backend.onednn_fp32 import (
+    ONEDNN_BLAS,
+    PEAK_FIGURE,
+    PEAK_METHOD,
+    linear_library,
+    measure_peak_gflops,
+    route_to_onednn,
+    step_math,
+)
 from trainables.torch_backend.optimizers import build_optimizer, freeze_layers, optimizer_state_bytes
 from trainables.torch_backend.quantization import QUANTIZED, apply_quantized_training
 from trainables.trainer import Trainer
@@ -64,9 +73,13 @@ class TorchTrainer(Trainer):
         with torch.no_grad():
             for name, array in initial_weights(cfg).items():
                 model.get_parameter(name).copy_(torch.from_numpy(array))
-        if cfg.blas == "onednn":
-            # the only switch that sends fp32 Linears to oneDNN (ONEDNN_VERBOSE shows it; MKL SGEMM otherwise)
+        if cfg.blas == "onednn-bf16math":
+            # the only switch that sends ATen's fp32 matmuls to oneDNN, by letting it compute in bf16 (MKL otherwise)
             torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        elif cfg.blas == "onednn-fp32":
+            # strict fp32 math in every oneDNN primitive, and the model's GEMMs routed to oneDNN's inner product
+            torch.backends.mkldnn.matmul.fp32_precision = "ieee"
+            route_to_onednn(model)
         self.recipe_facts: dict = {}  # what the precision, freezing and optimizer keys really built, read back
         if cfg.precision in QUANTIZED:
             # quantisation-aware training on the fp32 model: fake-quantised Linears, fp32 master weights
@@ -125,6 +138,8 @@ class TorchTrainer(Trainer):
             "fused_linear_act_kernel": fusion_evidence(self.cfg.activation, self.compute_dtype)
             if self.cfg.fused_linear_act
             else None,
+            # what one training step's oneDNN primitives computed in (strict fp32, or a bf16 fpmath), ONEDNN_VERBOSE
+            "onednn_math": step_math(self) if self.cfg.blas in ONEDNN_BLAS else None,
         }
         return facts | self.recipe_facts | self.compile_facts()
 
@@ -164,7 +179,10 @@ class TorchTrainer(Trainer):
         and ISA cap) or read from the figures cached under the same conditions since the sweep began
         (hwctl/microbench.py): bf16's where the trial's matmuls run in bf16 and the CPU does bf16 natively under the
         trial's ISA cap; fp32's otherwise, since without native bf16 the kernels convert and run fp32 FMAs at best."""
-        fp32 = matmul_peak_gflops(threads, cache_dir)
+        if self.cfg.blas == "onednn-fp32":  # its own library is oneDNN's strict-fp32 inner product, not torch.mm
+            fp32 = cached_peak(PEAK_FIGURE, "float32", threads, cache_dir, measure_peak_gflops, PEAK_METHOD)
+        else:
+            fp32 = matmul_peak_gflops(threads, cache_dir)
         peak, method = fp32, fp32["peak_method"]
         if self.compute_dtype == "bfloat16":
             not_native = bf16_native_reason(self.cfg.isa)
@@ -175,7 +193,10 @@ class TorchTrainer(Trainer):
                 method = peak["peak_method"]
         # the MLP's up-projection (the largest Linear but the lm_head) in the dtype its matmul runs in
         shape = (self.cfg.batch_size * self.cfg.seq_len, self.cfg.width, self.cfg.mlp_hidden)
-        self.matmul_library = matmul_library(self.compute_dtype, shape, threads, cache_dir)
+        if self.cfg.blas == "onednn-fp32":
+            self.matmul_library = linear_library(*shape)
+        else:
+            self.matmul_library = matmul_library(self.compute_dtype, shape, threads, cache_dir)
         return {
             "peak_gflops": peak["peak_gflops"],
             "peak_dtype": "fp32" if peak is fp32 else "bf16",
