@@ -169,6 +169,7 @@ def _run_off_housekeeping(cfg: TrialConfig, preload_generation: int = 0) -> dict
             output_dir=OUTPUT_DIR,
             allowed_cpus=trial_cpus,
             preload_generation=preload_generation,
+            fingerprint_id=host_fingerprint()["hw_fingerprint_id"],  # what _report_row records: read once per actor
         )
     finally:
         if housekeeping:

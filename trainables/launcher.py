@@ -27,7 +27,6 @@ import psutil
 from hwctl.allocator import find_allocator, missing_reason
 from hwctl.control import ControlUnavailable, control_unavailable_reason
 from hwctl.cores import SYSFS_ROOT, format_cpu_list, parse_cpu_list, physical_cores, select_cpus
-from hwctl.fingerprint import host_fingerprint
 from hwctl.isa import isa_environment, isa_unsupported_reason
 from hwctl.journal import DEFAULT_JOURNAL, HardwareSettings
 from hwctl.numa import numa_command, numa_unsupported_reason
@@ -178,9 +177,12 @@ def run_trial(
     sysfs_root: Path = SYSFS_ROOT,
     journal_path: Path = DEFAULT_JOURNAL,
     preload_generation: int = 0,
+    fingerprint_id: str | None = None,
 ) -> dict:
     """Run one validated config in a fresh worker process and return its flat result row. `preload_generation`: the
-    sweep's round; a forked worker comes from that round's fork server (trainables/preload.py says why)."""
+    sweep's round; a forked worker comes from that round's fork server (trainables/preload.py says why).
+    `fingerprint_id`: the host's, where the caller knows it (a sweep's trial actor): the worker reads a cached machine
+    peak with it (hwctl/machine_efficiency.py)."""
     row = base_row(cfg)
     allowed = allowed_cpus if allowed_cpus is not None else set(os.sched_getaffinity(0))
     # the same check plan validation makes: one definition of what this node cannot run
@@ -196,7 +198,15 @@ def run_trial(
         "physical_cores": physical_cores(cpus if cpus is not None else allowed, sysfs_root),
         "memory_cap_mb": memory_cap_mb,
     }
-    payload = worker_payload(cfg, threads, cpus, data_dir=data_dir, output_dir=output_dir, sysfs_root=sysfs_root)
+    payload = worker_payload(
+        cfg,
+        threads,
+        cpus,
+        data_dir=data_dir,
+        output_dir=output_dir,
+        sysfs_root=sysfs_root,
+        fingerprint_id=fingerprint_id,
+    )
     command = [*numa_command(cfg.numa), sys.executable, *worker_argv]  # numactl execs the worker
     limits = (cfg.timeout_s, memory_cap_mb, poll_s)
     try:
@@ -256,7 +266,14 @@ def _prime_jit_cache(cfg: TrialConfig, payload: dict, command, env: dict, limits
 
 
 def worker_payload(
-    cfg: TrialConfig, threads: int, cpus: list[int] | None, *, data_dir: Path, output_dir: Path, sysfs_root: Path
+    cfg: TrialConfig,
+    threads: int,
+    cpus: list[int] | None,
+    *,
+    data_dir: Path,
+    output_dir: Path,
+    sysfs_root: Path,
+    fingerprint_id: str | None = None,
 ) -> dict:
     """What the worker process is told (trainables/worker.py reads it): the config with its resolved threads, and the
     sysfs its frequency and energy probes read."""
@@ -268,8 +285,9 @@ def worker_payload(
         "output_dir": str(output_dir),
         "sysfs_root": str(sysfs_root),
         "parent_pid": os.getpid(),
-        # the machine peak's cache section (hwctl/machine_efficiency.py): the worker may not import the fingerprint
-        "fingerprint_id": host_fingerprint()["hw_fingerprint_id"],
+        # the machine peak's cache section (hwctl/machine_efficiency.py), where the caller knows the host's fingerprint
+        # id (a sweep's trial actor): the worker may not import the fingerprint; without it the peak's process reads it
+        "fingerprint_id": fingerprint_id,
     }
 
 

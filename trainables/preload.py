@@ -112,7 +112,7 @@ def runtime_dir() -> Path:
 def server_key(env: dict[str, str], python: str, framework: str, load_cpus: list[int]) -> str:
     keyed = {k: v for k, v in env.items() if k not in NOT_IN_KEY}
     text = json.dumps([sorted(keyed.items()), python, framework, sorted(load_cpus)])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return hashlib.sha256(text.encode()).hexdigest()[:16]  # short: a socket path holds at most 107 bytes
 
 
 class ForkServer:

@@ -10,8 +10,8 @@ which honours the same fp32_precision: the trainer sets it to "ieee", and the wo
 ONEDNN_DEFAULT_FPMATH_MODE=STRICT (oneDNN's own default, which that variable could change under torch).
 - Linear, y = x W^T: forward mm(x, W); grad_x = g W = mm(g, W^T); grad_W = g^T x = mm(g^T, x^T). The transposed
   operands are views: oneDNN reads the (in, out) weight as format `ba`, and copies a transposed source (the inner
-  product takes a plain one). Measured (1024 rows, 512 -> 2048, 1 thread, Zen 5, a loaded machine): forward,
-  grad-input, grad-weight 100, 105, 92 GFLOP/s, MKL's 84, 89, 86. In a d512 training step those copies are ~9% of
+  product takes a plain one). Measured (1024 rows, 512 -> 2048, 1 thread, AMD family 25 model 17 = Zen 4, a loaded
+  machine): forward, grad-input, grad-weight 100, 105, 92 GFLOP/s, MKL's 84, 89, 86. In a d512 training step those copies are ~9% of
   the inner products' time (torch.profiler: aten::copy_ under mkldnn::_linear_pointwise).
 - manual attention's q k^T and p v: torch.matmul's broadcast to (batch, M, K) @ (batch, K, N), then one inner product
   per batch element (a Python loop: torch exposes no strict-fp32 oneDNN batched matmul).
