@@ -8,7 +8,8 @@ The cluster is a real `ray.cluster_utils.Cluster` on this machine: the head on 1
 127.0.0.3 and 127.0.0.4, each on one CPU (every node runs the whole plan, so --points 40 is 120 trials). A kill is
 `Cluster.remove_node` (the raylet and every worker under it SIGKILLed, as a machine that dies); the node comes back
 on the same address 3-8 s later. Checked, as Ray's own chaos release tests check their workloads:
-- every (node, study, config_key, repeat) of the plan has exactly one ok row (nothing lost, nothing twice);
+- every (node, study, config_key, repeat) of the sweep's manifest (control points included) has exactly one ok row
+  (nothing lost, nothing twice, nothing the plan did not ask for);
 - no ok row of a killed node's trial spans a kill (a trial cut short is never recorded as measured);
 - the failed rows (a trial the kill cut short: "node lost") and the resumes it took are counted.
 Workers are spawned (BENCH_PRELOAD=0): the nodes share one machine, and a fork server would outlive its node.
@@ -120,22 +121,25 @@ def soak(workdir: Path, points: int, kills: int, every: tuple[float, float], max
 
 
 def check(store: Store, points: int, kills: list[dict], runs: list, wall_s: float) -> dict:
+    """The store against the sweep's manifest: every pair (node/study/config_key/repeat, control points included)
+    with exactly one ok row, none missing, none extra, and no ok row spanning a kill of its node."""
+    (manifest,) = (store.root / "sweeps").glob("*.json")
+    planned = {pair["identity"] for pair in json.loads(manifest.read_text())["trials"]}
     rows = store.rows()
     ok = collections.Counter(
-        (r["node"], r["study"], r["config_key"], r["repeat"] or 0) for r in rows if r["status"] == "ok"
+        f"{r['node']}/{r['study']}/{r['config_key']}/{r['repeat'] or 0}" for r in rows if r["status"] == "ok"
     )
-    expected_nodes = {HEAD, *WORKERS}
-    by_node = collections.Counter(node for node, *_ in ok)
     spanning = [
         r for r in rows if r["status"] == "ok" for k in kills
         if r["node"] == k["ip"] and str(r["started_at"]) < iso(k["killed_at"]) < str(r["finished_at"])
     ]  # fmt: skip
     return {
-        "trials_planned": points * len(expected_nodes),
-        "ok_identities": len(ok),
+        "trials_planned": len(planned),
+        "ok_identities": len(set(ok) & planned),
+        "lost": len(planned - set(ok)),
+        "extra": len(set(ok) - planned),
         "duplicates": sum(n - 1 for n in ok.values() if n > 1),
-        "lost": points * len(expected_nodes) - len(ok),
-        "ok_per_node": dict(by_node),
+        "ok_per_node": dict(collections.Counter(key.split("/")[0] for key in ok)),
         "failed_rows": sum(r["status"] != "ok" for r in rows),
         "ok_rows_spanning_a_kill": len(spanning),
         "kills": len(kills),
@@ -163,7 +167,7 @@ def main() -> None:
     print(json.dumps(figures, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
-    ok = figures["lost"] == 0 and figures["duplicates"] == 0 and figures["ok_rows_spanning_a_kill"] == 0
+    ok = not (figures["lost"] or figures["extra"] or figures["duplicates"] or figures["ok_rows_spanning_a_kill"])
     sys.exit(0 if ok and figures["kills"] >= args.kills else 1)
 
 
