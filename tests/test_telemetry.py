@@ -21,7 +21,8 @@ from hwctl.telemetry import (
 )
 from tests.simsysfs import make_cpufreq_tree, make_rapl
 from trainables.config import build_config
-from trainables.launcher import _off_the_trials_cpus, run_trial
+from trainables.launcher import run_trial
+from trainables.worker_watch import _off_the_trials_cpus
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 # user nice system idle iowait irq softirq steal guest guest_nice, in clock ticks
