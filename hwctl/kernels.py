@@ -69,27 +69,43 @@ def torch_threads(threads: int | None):
 
 
 # ---- the kernels --------------------------------------------------------------------------------
+def best_matmul_gflops(call_of, check=None) -> float:
+    """Best GFLOP/s over MATMUL_SIZES: call_of(n) -> call() running one n x n x n matmul and returning its product;
+    the first call of each n is not timed (allocations, kernel selection, compilation); check(n, product), where
+    given, judges the smallest n's first product and raises where it is wrong. Every peak of the project (torch.mm's,
+    each library's in matmul_libraries.py, blas=onednn-fp32's) is timed by this one loop."""
+    best = 0.0
+    for n in MATMUL_SIZES:
+        call = call_of(n)
+        product = call()
+        if check is not None and n == MATMUL_SIZES[0]:
+            check(n, product)
+        # a loop, not timeit.repeat: the budget below stops it early on the big sizes
+        spent = 0.0
+        for _ in range(MATMUL_REPEATS):
+            start = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - start
+            best, spent = max(best, 2 * n**3 / elapsed / 1e9), spent + elapsed
+            if spent > MATMUL_SECONDS_PER_SIZE:
+                break
+    return best
+
+
 def measure_matmul_peak_gflops(dtype_name: str = "float32", threads: int | None = None) -> float:
     """Best GFLOP/s of square torch.mm (threads=None: the process's current torch threads)."""
     with torch_threads(threads) as torch:
         dtype = getattr(torch, dtype_name)
-        best = 0.0
-        for n in MATMUL_SIZES:
-            a = torch.randn(n, n).to(dtype)
-            b = torch.randn(n, n).to(dtype)
-            product = torch.mm(a, b)  # first call: allocations and kernel selection
-            if dtype != torch.float32 and n == MATMUL_SIZES[0]:
-                _check_against_fp32(torch, a, b, product)
-            # a loop, not timeit.repeat: the budget below stops it early on the big sizes
-            spent = 0.0
-            for _ in range(MATMUL_REPEATS):
-                start = time.perf_counter()
-                torch.mm(a, b)
-                elapsed = time.perf_counter() - start
-                best, spent = max(best, 2 * n**3 / elapsed / 1e9), spent + elapsed
-                if spent > MATMUL_SECONDS_PER_SIZE:
-                    break
-    return best
+        operands = {}
+
+        def call_of(n):
+            operands[n] = a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+            return lambda: torch.mm(a, b)
+
+        def check(n, product):
+            _check_against_fp32(torch, *operands[n], product)
+
+        return best_matmul_gflops(call_of, None if dtype == torch.float32 else check)
 
 
 def _check_against_fp32(torch, a, b, product) -> None:

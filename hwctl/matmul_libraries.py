@@ -16,9 +16,8 @@ import importlib.util
 import json
 import os
 import sys
-import time
 
-from hwctl.kernels import MATMUL_REPEATS, MATMUL_SECONDS_PER_SIZE, MATMUL_SIZES
+from hwctl.kernels import best_matmul_gflops
 from hwctl.microbench import measure_undisturbed, process_cpus
 
 # relative Frobenius error of the product: IEEE fp32 GEMM at n=512 is ~1e-6 here, bf16-internal math ~3e-3
@@ -31,26 +30,6 @@ LIBRARIES = {
     "numpy": ("numpy", "np.matmul (NumPy's BLAS, OpenBLAS in the wheel) under threadpoolctl's limit"),
     "jax": ("jax", "jnp.dot under jax.jit (XLA's default CPU backend), block_until_ready"),
 }
-
-
-def best_gflops(prepare, check) -> float:
-    """Best GFLOP/s over MATMUL_SIZES: prepare(n) -> call() running one n x n x n matmul and returning its product;
-    check(n, product) raises where the product is wrong, on the smallest n."""
-    best = 0.0
-    for n in MATMUL_SIZES:
-        call = prepare(n)
-        product = call()  # first call: allocations, kernel selection, compilation
-        if n == MATMUL_SIZES[0]:
-            check(n, product)
-        spent = 0.0
-        for _ in range(MATMUL_REPEATS):
-            start = time.perf_counter()
-            call()
-            elapsed = time.perf_counter() - start
-            best, spent = max(best, 2 * n**3 / elapsed / 1e9), spent + elapsed
-            if spent > MATMUL_SECONDS_PER_SIZE:
-                break
-    return best
 
 
 def _inputs(n: int):
@@ -144,7 +123,7 @@ def measure_library(library: str, dtype_name: str, threads: int) -> dict:
     except LookupError as exc:
         return {"library": library, "gflops": None, "skipped": str(exc)}
     check = _checker(library, dtype_name)
-    measure = lambda: best_gflops(prepare, lambda n, product: check(n, as_array(product)))  # noqa: E731
+    measure = lambda: best_matmul_gflops(prepare, lambda n, product: check(n, as_array(product)))  # noqa: E731
     try:
         gflops, tries, undisturbed = measure_undisturbed(measure, process_cpus(), threads)
     except (RuntimeError, NotImplementedError, AttributeError) as exc:  # a wrong product, or an op this build lacks

@@ -44,9 +44,9 @@ def exclusive_run(result_dir: Path, *, local: bool, queue: bool = False) -> Iter
     another run holds either."""
     result_dir = Path(result_dir)
     result_dir.mkdir(parents=True, exist_ok=True)
-    paths = ([machine_lock_path()] if local else []) + [result_dir / STORE_LOCK]
+    locks = ([(machine_lock_path(), "this machine")] if local else []) + [(result_dir / STORE_LOCK, "this store")]
     with contextlib.ExitStack() as held:
-        for path, what in zip(paths, ["this machine", "this store"][-len(paths) :], strict=True):
+        for path, what in locks:
             held.enter_context(_lock(path, what, result_dir, queue))
         yield
 

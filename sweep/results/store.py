@@ -193,8 +193,9 @@ class Store:
             con.close()
 
     def rows(self, sweep: str | None = None) -> list[dict]:
-        if not self.readable()[0]:
-            self._name_unreadable(self.readable()[1])
+        good, bad = self.readable()
+        if not good:
+            self._name_unreadable(bad)
             return []
         where, params = ("WHERE sweep = ?", [sweep]) if sweep else ("", [])
         columns, rows = self.query(f"SELECT * FROM trials {where}", params)
@@ -203,8 +204,9 @@ class Store:
     def identities(self, sweep: str) -> set[str]:
         """'node/study/config_key/repeat' of every (node, trial, repeat) of a sweep that already has a row (an
         interrupted trial's row does not count)."""
-        if not self.readable()[0]:
-            self._name_unreadable(self.readable()[1])
+        good, bad = self.readable()
+        if not good:
+            self._name_unreadable(bad)
             return set()
         columns, _ = self.query("SELECT * FROM trials LIMIT 0")
         node = "node" if "node" in columns else "NULL"  # a store written before rows named their node

@@ -23,12 +23,11 @@ Under torch.compile the GEMM is an opaque custom op, as in fused_linear_act.py.
 from __future__ import annotations
 
 import functools
-import time
 
 import torch
 from torch import nn
 
-from hwctl.kernels import MATMUL_REPEATS, MATMUL_SECONDS_PER_SIZE, MATMUL_SIZES
+from hwctl.kernels import MATMUL_REPEATS, MATMUL_SECONDS_PER_SIZE, MATMUL_SIZES, best_matmul_gflops
 from hwctl.library_probe import libraries_in, onednn_math, verbose_lines
 from trainables.torch_backend.model import CausalSelfAttention
 
@@ -195,19 +194,7 @@ PEAK_METHOD = (
 def measure_peak_gflops() -> float:
     """The fp32 peak blas=onednn-fp32's mfu divides by: its own GEMM, timed as hwctl/kernels.py times torch.mm, in
     the worker's torch threads and fp32_precision (the trainer set "ieee")."""
-    best = 0.0
-    for n in MATMUL_SIZES:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        _mm_nt(a, b)  # first call: oneDNN creates and caches the primitive
-        spent = 0.0
-        for _ in range(MATMUL_REPEATS):
-            start = time.perf_counter()
-            _mm_nt(a, b)
-            elapsed = time.perf_counter() - start
-            best, spent = max(best, 2 * n**3 / elapsed / 1e9), spent + elapsed
-            if spent > MATMUL_SECONDS_PER_SIZE:
-                break
-    return best
+    return best_matmul_gflops(lambda n: functools.partial(_mm_nt, torch.randn(n, n), torch.randn(n, n)))
 
 
 def linear_library(rows: int, features: int, hidden: int) -> str:
