@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := libjemalloc2 libtcmalloc-minimal4 numactl
+DEBIAN_PACKAGES := libjemalloc2 libtcmalloc-minimal4 numactl chromium
 
 .PHONY: bench test test-avx2 lint format sysdeps clean cluster-e2e
 
@@ -33,7 +33,7 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-# Optional features (jemalloc/tcmalloc allocators, numactl) report themselves unavailable without
+# Optional features (jemalloc/tcmalloc allocators, numactl, chromium for the browser checks) report themselves unavailable without
 # these packages, so a failed install is a warning, not an error.
 sysdeps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
