@@ -98,11 +98,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import webbrowser
+
     from sweep.results.report import write_report
     from sweep.results.store import Store
 
     path = write_report(Store(args.result_dir), args.sweep, tokens=args.tokens)
-    print(f"report: {path}")
+    page = path.with_suffix(".html").resolve().as_uri()
+    print(f"report: {path}\npage: {page}")
+    if args.open and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
+        webbrowser.open(page)
     return 0
 
 
@@ -276,6 +281,7 @@ def add_report_parser(commands, store) -> None:
     )
     report.add_argument("--sweep", help="the sweep id (default: the most recent)")
     report.add_argument("--tokens", type=float, help="also project the time to train on this many tokens, e.g. 1e9")
+    report.add_argument("--open", action="store_true", help="open index.html in a browser where there is a display")
     report.set_defaults(func=cmd_report)
 
 

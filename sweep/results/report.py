@@ -1,6 +1,7 @@
 """The report of one sweep: `<result>/report/<sweep>/index.md`, with one PNG per study, put together from its sections.
 
-In order: a header (plan, hosts, trial counts), how to read the intervals, the comparison across nodes for a sweep that
+In order: a header (plan, hosts, trial counts), the findings (sweep/results/findings.py: what mattered, ranked, the
+fastest setting and the drift verdict), how to read the intervals, the comparison across nodes for a sweep that
 ran on several (sweep/results/compare.py), the Drift section from the control point (sweep/results/report_drift.py),
 one section per study and node (sweep/results/report_study.py), each framework against the machine's best matmul
 (sweep/results/efficiency.py), then the whole-sweep tables: forward/backward/optimizer,
@@ -19,6 +20,8 @@ from pathlib import Path
 from sweep.results.compare import compare_markdown
 from sweep.results.comparison import CompareError, build_comparison, group_rows, node_count
 from sweep.results.efficiency import efficiency_section
+from sweep.results.report_html import write_html
+from sweep.results.findings import findings_section
 from sweep.results.racing import node_pools
 from sweep.results.report_drift import drift_section
 from sweep.results.report_study import study_section
@@ -48,7 +51,7 @@ READING = (
 def write_report(
     store: Store, sweep_id: str | None, out_dir: Path | None = None, tokens: float | None = None, noisy_cv: float = 0.05
 ) -> Path:
-    """Write index.md and the PNGs for a sweep (None: the one recorded most recently); returns index.md's path."""
+    """Write index.md, the PNGs and index.html (the same, self-contained: sweep/results/report_html.py) for a sweep (None: the one recorded most recently); returns index.md's path."""
     sweep_id = sweep_id or latest_sweep(store)
     stored = store.rows(sweep_id)
     rows = sorted((clean_row(r) for r in stored), key=plan_order)
@@ -70,9 +73,11 @@ def write_report(
     sections = [(name, node, study_shape(points)[-1]) for name, node, points in sections if points]
     points = [p for *_, section_points in sections for p in section_points]
     rows = [r for p in points for r in p["_rows"]] + control  # whole-sweep tables follow the sections
-    parts = [header(sweep_id, rows), READING] + ([across_nodes(rows, out)] if len(nodes) > 1 else [])
     budget = sweep_budget(store.root, sweep_id)
-    parts += [resolution_markdown(ratio_lines(stored, budget), budget)]
+    lines = ratio_lines(stored, budget)
+    parts = [header(sweep_id, rows), findings_section(lines, rows, control, out), READING]
+    parts += [across_nodes(rows, out)] if len(nodes) > 1 else []
+    parts += [resolution_markdown(lines, budget)]
     parts += [drift_section(control, nodes)]
     pools = node_pools(stored)
     parts += [study_section(name, section_points, out, node, pools) for name, node, section_points in sections]
@@ -81,6 +86,7 @@ def write_report(
     parts += [breakdown_markdown(load_breakdowns(store.root, sweep_id))]
     index = out / "index.md"
     index.write_text("\n\n".join(parts) + "\n")
+    write_html(index)
     return index
 
 
