@@ -20,10 +20,10 @@ from pathlib import Path
 from sweep.results.compare import compare_markdown
 from sweep.results.comparison import CompareError, build_comparison, group_rows, node_count
 from sweep.results.efficiency import efficiency_section
-from sweep.results.report_html import write_html
 from sweep.results.findings import findings_section
 from sweep.results.racing import node_pools
 from sweep.results.report_drift import drift_section
+from sweep.results.report_html import write_html
 from sweep.results.report_study import study_section
 from sweep.results.report_tables import not_ok, phase_table, projections
 from sweep.results.resolution import ratio_lines, resolution_markdown, sweep_budget
