@@ -1,5 +1,5 @@
 """A comparison across hosts (or nodes) shown: a `Comparison` (sweep/results/comparison.py: groups, cells, reference)
-as side-by-side tables, a speed-up summary, the recorded-variables table and one plot per study, for the terminal,
+as its findings first (sweep/results/compare_findings.py), then side-by-side tables, a speed-up summary, the recorded-variables table and one plot per study, for the terminal,
 Markdown, CSV and JSON.
 
 Speed-up vs ref = ref's median step time / this group's median step time: above 1 is faster than ref. One config has
@@ -13,8 +13,10 @@ import statistics
 import textwrap
 from pathlib import Path
 
+from sweep.results.compare_findings import compare_findings
 from sweep.results.compare_plot import plot_across
 from sweep.results.comparison import Cell, CompareError, Comparison, build_comparison, load_rows
+from sweep.results.report_html import write_html
 from sweep.results.rows import interval_ms, md_table, ms, point_text
 from sweep.results.store import slug
 from sweep.results.tables import format_table
@@ -157,7 +159,8 @@ def compare_markdown(c: Comparison, out: Path, level: int = 2) -> str:
     """The Markdown section (tables and plot links); writes one compare-<study>.png per compared study into out."""
     out.mkdir(parents=True, exist_ok=True)
     sub = "#" * (level + 1)
-    parts = [f"{'#' * level} Across {c.by}s", intro(c), f"{sub} Median step time (ms) and tokens/s side by side"]
+    parts = [f"{'#' * level} Across {c.by}s", compare_findings(c, out, level + 1), f"{sub} How to read", intro(c)]
+    parts += [f"{sub} Median step time (ms) and tokens/s side by side"]
     parts += [md_table(*side_by_side(c)), f"{sub} Speed-up vs {c.ref}", md_table(*speedup_summary(c))]
     parts += [f"{sub} Recorded, not set, per {c.by}", md_table(*recorded_table(c)), f"{sub} Step time per study"]
     for study in dict.fromkeys(study for study, *_ in c.compared):
@@ -171,10 +174,11 @@ def compare_markdown(c: Comparison, out: Path, level: int = 2) -> str:
 
 
 def write_compare(c: Comparison, out: Path) -> Path:
-    """compare.md and its PNGs in out; returns compare.md's path."""
+    """compare.md and its PNGs in out, and compare.html (the same page, self-contained); returns compare.md's path."""
     path = Path(out) / "compare.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(compare_markdown(c, path.parent, level=1) + "\n")
+    write_html(path)
     return path
 
 

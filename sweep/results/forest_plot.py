@@ -6,10 +6,13 @@ import math
 from pathlib import Path
 
 NICE_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 2, 3, 5, 10, 20, 50, 100, 200)
+XLABEL = "step time vs the study's reference (log; left of 1.0 is faster), bars: 95% CI"
 ROW_INCHES = 0.32  # tall enough for a 9-point label, short enough that ten findings fit the report's first screen
 
 
-def plot_forest(png: Path, title: str, labels: list[str], ratios: list[float], lows: list, highs: list) -> None:
+def plot_forest(
+    png: Path, title: str, labels: list[str], ratios: list[float], lows: list, highs: list, xlabel: str = XLABEL
+) -> None:
     """Ratios (point / reference step time) with their intervals, the first label on top; None bounds: no bar."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -43,7 +46,7 @@ def plot_forest(png: Path, title: str, labels: list[str], ratios: list[float], l
     ax.tick_params(axis="x", labelsize=8)
     ax.set_yticks(ys, labels, fontsize=9)
     ax.set_ylim(-0.7, len(labels) - 0.3)
-    ax.set_xlabel("step time vs the study's reference (log; left of 1.0 is faster), bars: 95% CI")
+    ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.25)
     fig.savefig(png, dpi=100)
