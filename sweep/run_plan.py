@@ -10,6 +10,7 @@ from sweep.console import sweep_closing
 from sweep.ledger import SweepLedger
 from sweep.nodes import expand_here
 from sweep.plan import expand_plan
+from sweep.results.findings import findings_text
 from sweep.results.resolution import ratio_lines, resolution_text, sweep_budget
 from sweep.results.store import Store
 from sweep.results.tables import study_summary
@@ -38,7 +39,9 @@ def run_plan(document: dict | None, source: str | None, result_dir: Path, **swee
     with wall_time.section("report"):
         summary = study_summary(Store(result_dir), sweep.sweep_id)
         budget = sweep_budget(result_dir, sweep.sweep_id)
-        summary += "\n\n" + resolution_text(ratio_lines(Store(result_dir).rows(sweep.sweep_id), budget), budget)
+        stored = Store(result_dir).rows(sweep.sweep_id)
+        lines = ratio_lines(stored, budget)
+        summary += "\n\n" + resolution_text(lines, budget) + "\n" + findings_text(lines, stored)
         # saved first, so that the report shows this run (all but the report's own writing)
         save_breakdown(result_dir, sweep.sweep_id, wall_time.breakdown())
         from sweep.results.report import write_report
@@ -50,5 +53,5 @@ def run_plan(document: dict | None, source: str | None, result_dir: Path, **swee
     print(summary)
     print(sweep_closing(sweep, breakdown["total_s"], result_dir))
     print(breakdown_text(breakdown))
-    print(f"report: {report}")
+    print(f"report: {report}\npage: {report.with_suffix('.html').resolve().as_uri()}")
     return sweep

@@ -46,7 +46,10 @@ def test_smoke_plan_end_to_end(tmp_path):
         assert "Ray dashboard: http://127.0.0.1:8265" in done.stdout
     # the report is written at the end of each run: one plot per study
     report = tmp_path / "report" / rows[0]["sweep"]
-    assert f"report: {report / 'index.md'}" in done.stdout
+    assert (
+        f"report: {report / 'index.md'}" in done.stdout and f"page: {(report / 'index.html').as_uri()}" in done.stdout
+    )
+    assert "findings: no setting changed" in done.stdout or "findings (settings beyond" in done.stdout
     index = (report / "index.md").read_text()
     assert "width" in index and "attention" in index and "## Projections" in index
     pngs = list(report.glob("*.png"))

@@ -19,7 +19,7 @@ from sweep.results.forest_plot import plot_forest
 from sweep.results.racing import minimum_detectable_effect
 from sweep.results.report_drift import drift_sentence
 from sweep.results.resolution import RatioLine, percent
-from sweep.results.rows import md_table, point_rows, step_times
+from sweep.results.rows import clean_row, md_table, point_rows, step_times
 from sweep.results.stats import control_drift
 from trainables.config import TrialConfig, format_assignments
 
@@ -90,6 +90,21 @@ def findings_section(lines: list[RatioLine], rows: list[dict], control: list[dic
             "--repeats 2 or more).",
         ]
     return "\n".join(text)
+
+
+def findings_text(lines: list[RatioLine], rows: list[dict]) -> str:
+    """The terminal's lines: the settings whose interval excludes 1.0, largest first (the report has the rest)."""
+    study_axes: dict[str, set[str]] = {}
+    for r in map(clean_row, rows):
+        study_axes.setdefault(str(r.get("study")), set()).update(r.get("_point") or {})
+    effects = sorted(
+        (x for x in lines if is_effect(x) and not is_model_size(x, study_axes)), key=lambda x: -abs(math.log(x.ratio))
+    )
+    if not effects:
+        return "findings: no setting changed the step time beyond its 95% interval"
+    shown = ", ".join(f"{x.point} {x.ratio:.2f}x ({x.low:.2f}–{x.high:.2f})" for x in effects[:FIRST_SCREEN])
+    more = f" and {len(effects) - FIRST_SCREEN} more" if len(effects) > FIRST_SCREEN else ""
+    return f"findings (settings beyond their 95% interval, largest first): {shown}{more}"
 
 
 def effects_table(effects: list[RatioLine], several_nodes: bool) -> str:
