@@ -46,6 +46,11 @@ os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 TUNE_DIR = "tune"
 NODE_SHARE = 0.001  # of the `node:<IP>` resource (1 per node): enough to pin a bundle to that node
 METRIC_COLUMNS = ["status_ok", "step_time_median_s", "tokens_per_s", "mfu"]
+# the page opens on Ray's "Authentication Token Required" dialog; what it is given there becomes a cookie
+# (ray-authentication-token, 30 days) for the browser's later visits
+DASHBOARD_TOKEN_LINE = (
+    "  token authentication is on: paste what `venv/bin/ray get-auth-token` prints into the page's token dialog"
+)
 
 
 # ---- the Ray session --------------------------------------------------------------------------------------------
@@ -119,11 +124,9 @@ def _start_ray(
         print(dashboard_off_line(housekeeping))
     elif ctx.dashboard_url:  # "" when the Ray has no dashboard
         print(f"Ray dashboard: http://{ctx.dashboard_url}")
-        if os.environ.get("RAY_AUTH_MODE", "token") != "disabled":
-            print(
-                "  token authentication is on: paste the token the page asks for; "
-                "print it with `venv/bin/ray get-auth-token`"
-            )
+        # ray.init sets RAY_AUTH_MODE=token in this process when it turned token auth on (Ray >= 2.59's default)
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            print(DASHBOARD_TOKEN_LINE)
     return housekeeping
 
 
