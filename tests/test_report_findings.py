@@ -89,3 +89,16 @@ def test_html_page_is_self_contained_and_opens_on_the_findings_in_chromium(tmp_p
         plot_top = page.eval_on_selector("img[alt^='forest plot']", "e => e.getBoundingClientRect().top")
         assert 0 < table_top < plot_top < 900
     assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_one_repeat_sweep_names_no_finding_and_no_fastest_setting(tmp_path):
+    store = Store(tmp_path)
+    rows = repeat_rows("allocator", {"allocator": "default"}, [0.100], start=0, shape=TIGHT)
+    rows += repeat_rows("allocator", {"allocator": "jemalloc"}, [0.060], start=1, shape=TIGHT)
+    for row in rows:
+        store.append(row)
+    findings = section(write_report(store, SWEEP).read_text(), "## Findings")
+    assert "**0 setting(s) changed the step time**" in findings and "0 ratios had repeats on both sides" in findings
+    assert "**Fastest setting**: not named: every setting's ratio has a side measured once" in findings
+    assert "No ratio has repeats on both sides" in findings and "every measured axis had an effect" not in findings
+    assert "1 more ratio(s) have an interval that excludes 1.0 but a side measured once" in findings

@@ -128,6 +128,8 @@ def forest(out: Path, name: str, title: str, effects: list[RatioLine]) -> str:
 def no_effect_part(lines: list[RatioLine], study_axes: dict[str, set[str]]) -> list[str]:
     """Per study, its ratios whose interval includes 1.0 and the largest effect those intervals leave room for."""
     quiet = [x for x in lines if x.half_width is not None and not is_effect(x)]
+    if not any(x.half_width is not None for x in lines):
+        return ["No ratio has repeats on both sides: what is inside the noise cannot be told (run with --repeats 2)."]
     if not quiet:
         return ["No ratio with repeats on both sides was inside the noise: every measured axis had an effect."]
     table = []
@@ -155,18 +157,18 @@ def no_effect_part(lines: list[RatioLine], study_axes: dict[str, set[str]]) -> l
 
 def fastest_text(lines: list[RatioLine], rows: list[dict], study_axes: dict[str, set[str]]) -> str:
     """The setting with the lowest ratio to its reference (the baseline's model, other settings), and its command."""
-    candidates = [x for x in lines if not is_model_size(x, study_axes) and x.ratio < 1.0]
+    settings = [x for x in lines if not is_model_size(x, study_axes)]
+    if settings and all(x.half_width is None for x in settings):
+        return (
+            "**Fastest setting**: not named: every setting's ratio has a side measured once, so none can be told "
+            "from the noise (run with --repeats 2 or more)."
+        )
+    candidates = [x for x in settings if x.half_width is not None and x.ratio < 1.0]
     if not candidates:
         return "**Fastest setting**: no setting measured faster than its study's reference."
     best = min(candidates, key=lambda x: x.ratio)
     row = next((r for r in rows if r.get("config_key") == best.config_key), None)
-    verdict = (
-        "a measured speed-up"
-        if is_effect(best)
-        else "inside the noise: no setting measurably beat the baseline"
-        if best.half_width is not None
-        else "a side measured once: not a measured speed-up"
-    )
+    verdict = "a measured speed-up" if is_effect(best) else "inside the noise: no setting measurably beat the baseline"
     interval = f" ({best.low:.2f}–{best.high:.2f})" if best.low is not None else ""
     text = (
         f"**Fastest setting**: `{best.point}` ({best.study}) at {best.ratio:.2f}x{interval} the reference, {verdict}."
