@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from sweep.cli_errors import run_reporting_errors
+from sweep.predict.cli import add_predict_parser
 from sweep.results.store import DEFAULT_RESULT_DIR
 from sweep.results.store_check import add_check_parser
 from trainables.columns import KINDS, columns_markdown
@@ -199,6 +200,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_autotune_parser(commands, store)
     add_query_parser(commands, store)
     add_check_parser(commands, store)
+    add_predict_parser(commands, store)
     add_columns_parser(commands)
     add_hw_parser(commands)
     return parser

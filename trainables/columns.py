@@ -286,6 +286,82 @@ METRIC_COLUMNS = [
         "achieved_gflops / theoretical_peak_gflops: above 1 where the cores ran above the recorded clock",
         summary="{:.1%}",
     ),
+    _metric(
+        "roofline_bytes",
+        "float",
+        "bytes one optimizer step moves between memory and the cores, modelled from the config: weights, gradients, "
+        "optimizer state, activations, attention scores (trainables/traffic.py states every assumption)",
+        "B",
+    ),
+    _metric("arithmetic_intensity", "float", "flops_per_step / roofline_bytes", "FLOP/B", "{:.1f}"),
+    _metric(
+        "roofline_bandwidth_gbs",
+        "float",
+        "the triad bandwidth at the trial's threads and CPUs (hwctl/microbench.py, cached in data/hw/)",
+        "GB/s",
+        "{:.1f}",
+    ),
+    _metric("roofline_bandwidth_cached", "bool", "roofline_bandwidth_gbs came from data/hw/, measured earlier"),
+    _metric("roofline_bandwidth_method", "str", "how the bandwidth was measured, or why it was not"),
+    _metric(
+        "roofline_gflops",
+        "float",
+        "the roof at the step's intensity: min(peak_gflops, arithmetic_intensity × roofline_bandwidth_gbs)",
+        "GFLOP/s",
+        "{:.1f}",
+    ),
+    _metric(
+        "roofline_fraction",
+        "float",
+        "achieved_gflops / roofline_gflops: above 1 where the step's tensors stay in cache (the model counts every "
+        "byte as moving to memory)",
+        summary="{:.1%}",
+    ),
+    _metric("roofline_bound", "str", "which roof binds at the step's intensity: compute or memory", summary="{}"),
+    _metric("roofline_method", "str", "how the roof, the FLOPs and the bytes were obtained"),
+    _metric(
+        "forward_roofline_bytes",
+        "float",
+        "the forward pass's share of roofline_bytes; None where phases are fused",
+        "B",
+    ),
+    _metric(
+        "forward_arithmetic_intensity", "float", "the forward pass's matmul FLOPs / forward_roofline_bytes", "FLOP/B"
+    ),
+    _metric("forward_roofline_gflops", "float", "the roof at forward_arithmetic_intensity", "GFLOP/s"),
+    _metric("forward_roofline_fraction", "float", "the forward pass's FLOPs / forward_s / forward_roofline_gflops"),
+    _metric("forward_roofline_bound", "str", "compute or memory, at forward_arithmetic_intensity"),
+    _metric(
+        "backward_roofline_bytes",
+        "float",
+        "the backward pass's share of roofline_bytes; None where phases are fused",
+        "B",
+    ),
+    _metric(
+        "backward_arithmetic_intensity", "float", "the backward pass's matmul FLOPs / backward_roofline_bytes", "FLOP/B"
+    ),
+    _metric("backward_roofline_gflops", "float", "the roof at backward_arithmetic_intensity", "GFLOP/s"),
+    _metric("backward_roofline_fraction", "float", "the backward pass's FLOPs / backward_s / backward_roofline_gflops"),
+    _metric("backward_roofline_bound", "str", "compute or memory, at backward_arithmetic_intensity"),
+    _metric(
+        "optimizer_roofline_bytes",
+        "float",
+        "the optimizer step's share of roofline_bytes; None where phases are fused",
+        "B",
+    ),
+    _metric(
+        "optimizer_arithmetic_intensity",
+        "float",
+        "the optimizer step's matmul FLOPs / optimizer_roofline_bytes (0: its FLOPs are element-wise, not counted)",
+        "FLOP/B",
+    ),
+    _metric("optimizer_roofline_gflops", "float", "the roof at optimizer_arithmetic_intensity", "GFLOP/s"),
+    _metric(
+        "optimizer_roofline_fraction",
+        "float",
+        "optimizer_roofline_bytes / optimizer_s / roofline_bandwidth_gbs: the share of the triad bandwidth it moved",
+    ),
+    _metric("optimizer_roofline_bound", "str", "compute or memory, at optimizer_arithmetic_intensity"),
     _metric("peak_rss_mb", "float", "ru_maxrss of the worker after training", "MB", "{:.0f} MB"),
     _metric("loss_first", "float", "loss of the cold first step", summary="{:.3f}"),
     _metric("loss_last", "float", "loss of the last measured step", summary="{:.3f}"),
@@ -317,6 +393,13 @@ METRIC_COLUMNS = [
     _metric("build_s", "float", "building the model, optimizer and batches", "s"),
     _metric("peak_s", "float", "the matmul peak after the timed region: measured, or read from the node's cache", "s"),
     _metric("machine_peak_s", "float", "machine_peak_gflops after peak_s: measured, or read from the cache", "s"),
+    _metric(
+        "roofline_s",
+        "float",
+        "roofline_bandwidth_gbs after machine_peak_s: measured, or read from the cache (in a child process for "
+        "frameworks other than torch, which imports torch there: seconds)",
+        "s",
+    ),
     _metric("data_build_s", "float", "tokenizer training and tokenization when the cache was built", "s"),
     _metric("wall_s", "float", "the worker process's wall time, seen by the parent", "s"),
     _metric(
@@ -646,6 +729,9 @@ SUMMARY_ORDER = (
     "machine_peak_library",
     "efficiency_vs_machine_peak",
     "efficiency_vs_theoretical_peak",
+    "arithmetic_intensity",
+    "roofline_fraction",
+    "roofline_bound",
     "peak_rss_mb",
     "loss_first",
     "loss_last",

@@ -85,6 +85,29 @@ class Trainer(ABC):
     def matmul_peak(self, threads: int, cache_dir: Path) -> dict:
         """The fp32 peak MFU divides by, from the framework's own matmul: peak_gflops_fp32, peak_method, peak_cached."""
 
+    def memory_bandwidth(self, threads: int, cpus: list[int], cache_dir: Path, fingerprint_id: str | None) -> dict:
+        """The triad bandwidth the roofline divides by (hwctl.microbench.memory_bandwidth_gbs: torch's triad, cached
+        per fingerprint and threads): bandwidth_gbs, bandwidth_cached, bandwidth_method. Here in a child on the trial's
+        CPUs, so a framework other than torch never loads torch beside its own OpenMP runtime (~2-4 s on a cache hit,
+        mostly torch's import); the torch trainer reads it in-process. XLA_FLAGS is left out: the triad is no XLA
+        kernel."""
+        import json
+        import subprocess
+        import sys
+
+        code = (
+            "import json, os, sys; from pathlib import Path; os.sched_setaffinity(0, json.loads(sys.argv[1])); "
+            "from hwctl.microbench import memory_bandwidth_gbs; "
+            "print(json.dumps(memory_bandwidth_gbs(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] or None)))"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        command = [sys.executable, "-c", code, json.dumps(cpus), str(threads), str(cache_dir), fingerprint_id or ""]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            raise RuntimeError(f"the triad's process exited {done.returncode}: {tail}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     @abstractmethod
     def save(self, folder: Path) -> None:
         """Write the weights into `folder` (the worker writes config.json beside them)."""

@@ -22,6 +22,7 @@ import contextlib  # noqa: E402
 import json  # noqa: E402 - after the clock above: the worker's own start-up is part of what it reports
 import platform  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -139,11 +140,22 @@ def run(payload: dict) -> dict:
         Path(payload["sysfs_root"]),
         payload.get("fingerprint_id"),
     )
+    roofline, roofline_s = _timed(
+        roofline_columns,
+        cfg,
+        trainer,
+        timing,
+        derived["peak_gflops"],
+        cpus,
+        data_dir / "hw",
+        payload.get("fingerprint_id"),
+    )
     result = (
         timing
         | data_meta
         | derived
         | machine
+        | roofline
         | {
             "peak_rss_mb": peak_rss_mb,
             "startup_s": first_step_at - payload["spawned_at"],
@@ -153,6 +165,7 @@ def run(payload: dict) -> dict:
             "build_s": build_s,
             "peak_s": peak_s,
             "machine_peak_s": machine_peak_s,
+            "roofline_s": roofline_s,
             "thread_affinity": thread_affinity,
             "thread_pools": thread_pools,
             "worker_nice": worker_nice,
@@ -240,6 +253,22 @@ def derived_metrics(cfg, timing: dict, params: int, peak: dict) -> dict:
         "projected_10k_steps_s": 10_000 * median,
         # the first step's excess over a warm step: Inductor's compile time, or eager's cold start
         "compile_s": max(timing["time_to_first_step_s"] - median, 0.0),
+    }
+
+
+def roofline_columns(cfg, trainer, timing: dict, peak_gflops: float, cpus: list[int], cache_dir: Path, fingerprint_id):
+    """The trial under its roofline (trainables/roofline.py), at the triad bandwidth of its threads and CPUs."""
+    from trainables.roofline import PHASES, roofline_values
+
+    try:
+        bandwidth = trainer.memory_bandwidth(cfg.threads or len(cpus), cpus, cache_dir, fingerprint_id)
+    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:  # a trial that trained stays ok
+        return {"roofline_bandwidth_method": f"not measured: {type(exc).__name__}: {str(exc)[-300:]}"}
+    phases = {phase: timing[f"{phase}_s"] for phase in PHASES}
+    values = roofline_values(cfg, timing["step_time_median_s"], phases, peak_gflops, bandwidth["bandwidth_gbs"])
+    return values | {
+        "roofline_bandwidth_cached": bandwidth["bandwidth_cached"],
+        "roofline_bandwidth_method": bandwidth["bandwidth_method"],
     }
 
 

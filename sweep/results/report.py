@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sweep.predict.report_section import prediction_section
 from sweep.results.compare import compare_markdown
 from sweep.results.comparison import CompareError, build_comparison, group_rows, node_count
 from sweep.results.efficiency import efficiency_section
@@ -27,6 +28,7 @@ from sweep.results.report_html import write_html
 from sweep.results.report_study import study_section
 from sweep.results.report_tables import not_ok, phase_table, projections
 from sweep.results.resolution import ratio_lines, resolution_markdown, sweep_budget
+from sweep.results.roofline_chart import roofline_section
 from sweep.results.rows import clean_row, is_control, latest_sweep, plan_order, point_rows, study_shape, time_order
 from sweep.results.stats import CONFIDENCE, RESAMPLES, SEED
 from sweep.results.store import EmptyStore, Store
@@ -82,6 +84,7 @@ def write_report(
     pools = node_pools(stored)
     parts += [study_section(name, section_points, out, node, pools) for name, node, section_points in sections]
     parts += [efficiency_section(rows)]
+    parts += [roofline_section(rows, out), prediction_section(rows, out)]
     parts += [phase_table(rows, noisy_cv), projections(points, tokens), not_ok(rows)]
     parts += [breakdown_markdown(load_breakdowns(store.root, sweep_id))]
     index = out / "index.md"

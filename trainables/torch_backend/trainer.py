@@ -14,7 +14,7 @@ import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (~0.9 s
 import torch._inductor.custom_graph_pass  # loaded by torch._dynamo already
 
 from hwctl.isa import bf16_native_reason
-from hwctl.microbench import cached_peak, matmul_library, matmul_peak_gflops
+from hwctl.microbench import cached_peak, matmul_library, matmul_peak_gflops, memory_bandwidth_gbs
 from trainables.config import TrialConfig
 from trainables.torch_backend.compile_setup import (
     INDUCTOR_COMPILES,
@@ -173,6 +173,11 @@ class TorchTrainer(Trainer):
     def compute_dtype(self) -> str:
         """The dtype the matmuls run in: bf16 weights, or bf16 under autocast (mixed), else fp32."""
         return "bfloat16" if self.cfg.precision in ("bf16", "mixed") else "float32"
+
+    def memory_bandwidth(self, threads: int, cpus: list[int], cache_dir: Path, fingerprint_id: str | None) -> dict:
+        """The triad bandwidth at the trial's threads, in this worker: torch is loaded already (a miss measures it on
+        the trial's threads and places, like the peak)."""
+        return memory_bandwidth_gbs(threads, cache_dir, fingerprint_id)
 
     def matmul_peak(self, threads: int, cache_dir: Path) -> dict:
         """The peak MFU divides by, measured in this worker (so under the trial's CPUs, pinning, threads, allocator
