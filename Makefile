@@ -34,15 +34,19 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 # Optional features (jemalloc/tcmalloc allocators, numactl, chromium for the browser checks) report themselves unavailable without
-# these packages, so a failed install is a warning, not an error.
+# these packages, so a failed install is a warning, not an error; each is installed on its own, so one that fails
+# (chromium is the largest) leaves the others.
 sysdeps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 		echo "note: optional Debian packages missing:$$missing (install them as root to enable those features)"; exit 0; fi; \
 	echo "installing Debian packages:$$missing"; \
-	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
-		|| echo "warning: could not install$$missing; features that need them will be reported unavailable"
+	apt-get update -qq || echo "warning: apt-get update failed; installing from the lists there are"; \
+	for p in $$missing; do \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p >/dev/null \
+			|| echo "warning: could not install $$p; the features that need it will be reported unavailable"; \
+	done
 
 # cluster.yaml end to end on this machine (root): sshd on two loopback addresses, `ray up`, a tiny plan
 # on both nodes, `ray down`. About 2 minutes the first time (it builds the venv in ~/cpu-pretrain-bench),
