@@ -64,6 +64,29 @@ _PHASES = {
     "optimizer": "optimizer update and zeroing of gradients",
 }
 
+
+def _phase_roofline_columns(phase: str) -> list[Column]:
+    """One phase's roofline (trainables/roofline.py): its bytes, intensity, roof, fraction and binding roof. The
+    optimizer's FLOPs are element-wise (not counted), so its fraction is a share of the bandwidth, not of the roof."""
+    work = {"forward": "the forward pass", "backward": "the backward pass", "optimizer": "the optimizer step"}[phase]
+    intensity = f"{work}'s matmul FLOPs / {phase}_roofline_bytes"
+    fraction = f"{work}'s FLOPs / {phase}_s / {phase}_roofline_gflops"
+    if phase == "optimizer":
+        intensity += " (0: its FLOPs are element-wise, not counted)"
+        fraction = (
+            "optimizer_roofline_bytes / optimizer_s / roofline_bandwidth_gbs: the share of the triad bandwidth it moved"
+        )
+    return [
+        _metric(
+            f"{phase}_roofline_bytes", "float", f"{work}'s share of roofline_bytes; None where phases are fused", "B"
+        ),
+        _metric(f"{phase}_arithmetic_intensity", "float", intensity, "FLOP/B"),
+        _metric(f"{phase}_roofline_gflops", "float", f"the roof at {phase}_arithmetic_intensity", "GFLOP/s"),
+        _metric(f"{phase}_roofline_fraction", "float", fraction),
+        _metric(f"{phase}_roofline_bound", "str", f"compute or memory, at {phase}_arithmetic_intensity"),
+    ]
+
+
 CONFIG_COLUMNS = [
     _config(
         "framework", "the training framework: torch, jax (jax.jit + optax), numpy (hand-written backward and AdamW)"
@@ -319,49 +342,7 @@ METRIC_COLUMNS = [
     ),
     _metric("roofline_bound", "str", "which roof binds at the step's intensity: compute or memory", summary="{}"),
     _metric("roofline_method", "str", "how the roof, the FLOPs and the bytes were obtained"),
-    _metric(
-        "forward_roofline_bytes",
-        "float",
-        "the forward pass's share of roofline_bytes; None where phases are fused",
-        "B",
-    ),
-    _metric(
-        "forward_arithmetic_intensity", "float", "the forward pass's matmul FLOPs / forward_roofline_bytes", "FLOP/B"
-    ),
-    _metric("forward_roofline_gflops", "float", "the roof at forward_arithmetic_intensity", "GFLOP/s"),
-    _metric("forward_roofline_fraction", "float", "the forward pass's FLOPs / forward_s / forward_roofline_gflops"),
-    _metric("forward_roofline_bound", "str", "compute or memory, at forward_arithmetic_intensity"),
-    _metric(
-        "backward_roofline_bytes",
-        "float",
-        "the backward pass's share of roofline_bytes; None where phases are fused",
-        "B",
-    ),
-    _metric(
-        "backward_arithmetic_intensity", "float", "the backward pass's matmul FLOPs / backward_roofline_bytes", "FLOP/B"
-    ),
-    _metric("backward_roofline_gflops", "float", "the roof at backward_arithmetic_intensity", "GFLOP/s"),
-    _metric("backward_roofline_fraction", "float", "the backward pass's FLOPs / backward_s / backward_roofline_gflops"),
-    _metric("backward_roofline_bound", "str", "compute or memory, at backward_arithmetic_intensity"),
-    _metric(
-        "optimizer_roofline_bytes",
-        "float",
-        "the optimizer step's share of roofline_bytes; None where phases are fused",
-        "B",
-    ),
-    _metric(
-        "optimizer_arithmetic_intensity",
-        "float",
-        "the optimizer step's matmul FLOPs / optimizer_roofline_bytes (0: its FLOPs are element-wise, not counted)",
-        "FLOP/B",
-    ),
-    _metric("optimizer_roofline_gflops", "float", "the roof at optimizer_arithmetic_intensity", "GFLOP/s"),
-    _metric(
-        "optimizer_roofline_fraction",
-        "float",
-        "optimizer_roofline_bytes / optimizer_s / roofline_bandwidth_gbs: the share of the triad bandwidth it moved",
-    ),
-    _metric("optimizer_roofline_bound", "str", "compute or memory, at optimizer_arithmetic_intensity"),
+    *(column for phase in _PHASES for column in _phase_roofline_columns(phase)),
     _metric("peak_rss_mb", "float", "ru_maxrss of the worker after training", "MB", "{:.0f} MB"),
     _metric("loss_first", "float", "loss of the cold first step", summary="{:.3f}"),
     _metric("loss_last", "float", "loss of the last measured step", summary="{:.3f}"),
