@@ -48,6 +48,19 @@ def is_model_size(line: RatioLine, study_axes: dict[str, set[str]]) -> bool:
     return bool(axes) and axes <= MODEL_SIZE_KEYS
 
 
+def axes_by_study(rows) -> dict[str, set[str]]:
+    """Each study's varied keys, from its cleaned rows' points."""
+    axes: dict[str, set[str]] = {}
+    for r in rows:
+        axes.setdefault(str(r.get("study")), set()).update(r.get("_point") or {})
+    return axes
+
+
+def by_size(lines) -> list[RatioLine]:
+    """Largest effect first, faster and slower alike: |log ratio|."""
+    return sorted(lines, key=lambda x: -abs(math.log(x.ratio)))
+
+
 def change_text(ratio: float) -> str:
     """0.54 -> 'step time −46%', 1.17 -> 'step time +17%'."""
     return f"step time {'−' if ratio < 1 else '+'}{abs(ratio - 1):.0%}"
@@ -55,11 +68,9 @@ def change_text(ratio: float) -> str:
 
 def findings_section(lines: list[RatioLine], rows: list[dict], control: list[dict], out: Path) -> str:
     """The Findings section for a sweep's ratio lines, its ok rows (for the fastest config's command) and control rows."""
-    study_axes: dict[str, set[str]] = {}
-    for r in rows:
-        study_axes.setdefault(str(r.get("study")), set()).update(r.get("_point") or {})
+    study_axes = axes_by_study(rows)
     several_nodes = len({x.node for x in lines}) > 1
-    effects = sorted((x for x in lines if is_effect(x)), key=lambda x: -abs(math.log(x.ratio)))
+    effects = by_size(x for x in lines if is_effect(x))
     settings = [x for x in effects if not is_model_size(x, study_axes)]
     sizes = [x for x in effects if is_model_size(x, study_axes)]
     text = ["## Findings", ""]
@@ -77,7 +88,7 @@ def findings_section(lines: list[RatioLine], rows: list[dict], control: list[dic
         if len(settings) > FIRST_SCREEN:
             text += [effects_table(settings[FIRST_SCREEN:], several_nodes), ""]
     text += [fastest_text(lines, rows, study_axes), "", drift_line(control), ""]
-    text += no_effect_part(lines, study_axes)
+    text += no_effect_part(lines)
     if sizes:
         text += ["", "### Model-size axes", "", effects_table(sizes, several_nodes), ""]
         text += [forest(out, "findings-model-size.png", "model-size axes", sizes[:30])]
@@ -94,12 +105,8 @@ def findings_section(lines: list[RatioLine], rows: list[dict], control: list[dic
 
 def findings_text(lines: list[RatioLine], rows: list[dict]) -> str:
     """The terminal's lines: the settings whose interval excludes 1.0, largest first (the report has the rest)."""
-    study_axes: dict[str, set[str]] = {}
-    for r in map(clean_row, rows):
-        study_axes.setdefault(str(r.get("study")), set()).update(r.get("_point") or {})
-    effects = sorted(
-        (x for x in lines if is_effect(x) and not is_model_size(x, study_axes)), key=lambda x: -abs(math.log(x.ratio))
-    )
+    study_axes = axes_by_study(map(clean_row, rows))
+    effects = by_size(x for x in lines if is_effect(x) and not is_model_size(x, study_axes))
     if not effects:
         return "findings: no setting changed the step time beyond its 95% interval"
     shown = ", ".join(f"{x.point} {x.ratio:.2f}x ({x.low:.2f}–{x.high:.2f})" for x in effects[:FIRST_SCREEN])
@@ -125,7 +132,7 @@ def forest(out: Path, name: str, title: str, effects: list[RatioLine]) -> str:
     return f"![forest plot: {title}]({name})"
 
 
-def no_effect_part(lines: list[RatioLine], study_axes: dict[str, set[str]]) -> list[str]:
+def no_effect_part(lines: list[RatioLine]) -> list[str]:
     """Per study, its ratios whose interval includes 1.0 and the largest effect those intervals leave room for."""
     quiet = [x for x in lines if x.half_width is not None and not is_effect(x)]
     if not any(x.half_width is not None for x in lines):
