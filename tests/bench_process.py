@@ -31,6 +31,9 @@ def start_bench(*args: str, env: dict | None = None) -> subprocess.Popen:
         text=True,
         start_new_session=True,
         env=(os.environ | (env or {})),
+        # a suite started in the background (`make test &`) ignores SIGINT, and children inherit that: bench.py gets
+        # Ctrl-C's default back, as it has in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
